@@ -1,0 +1,2 @@
+"""paraphrase-pipe."""
+__version__ = "0.1.0"

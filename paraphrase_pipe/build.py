@@ -1,0 +1,95 @@
+"""`paraphrase-pipe build`: plan, run on an executor, commit shard by shard, finish the manifest.
+
+Restartable by construction: the manifest lists committed shards; their row ids are skipped on the next run,
+orphans of a crash are deleted, and a finished build is a no-op.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from paraphrase_pipe.config import BuildConfig
+from paraphrase_pipe.executors import get_executor
+from paraphrase_pipe.output.manifest import Manifest
+from paraphrase_pipe.pipeline import Pipeline
+from paraphrase_pipe.sources import discover, plan_tasks
+from paraphrase_pipe.tokenizer import load_tokenizer
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    already_complete: bool = False
+    dry_run: bool = False
+    counts: dict = field(default_factory=dict)
+    shards_written: int = 0
+    elapsed_s: float = 0.0
+    orphans_removed: list[str] = field(default_factory=list)
+
+
+def _planned_records(tasks) -> int | None:
+    if any(t.stop is None and t.last and t.start == 0 for t in tasks):
+        return None
+    return sum((t.stop or 0) - t.start for t in tasks)
+
+
+def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = False, console: Console | None = None) -> BuildResult:
+    console = console or Console(stderr=True)
+    out = Path(config.output)
+    files = discover(config.input)
+    tokenizer = load_tokenizer(config.tokenizer)  # fail fast on a bad name, before any work
+    result = BuildResult(out=out, dry_run=dry_run)
+
+    manifest = None
+    committed: frozenset[str] = frozenset()
+    if not dry_run:
+        extra = {"tokenizer": {"name": tokenizer.name, "fingerprint": tokenizer.fingerprint}, "engine": config.engine}
+        manifest = Manifest.open(out, config.data_fields(), config.config_hash(), extra, overwrite=overwrite)
+        if manifest.complete:
+            result.already_complete, result.counts = True, manifest.data["counts"]
+            return result
+        result.orphans_removed = manifest.remove_orphans()
+        committed = frozenset(manifest.committed_keys())
+    run_config = config.model_copy(update={"engine": "none", "engine_options": {}}) if dry_run else config
+    pipeline = Pipeline(run_config, committed=committed, dry_run=dry_run)
+    tasks = plan_tasks(files, config)
+    total = _planned_records(tasks)
+    started = time.time()
+    totals = {"documents": 0, "chunks": 0, "tokens": 0, "accepted": 0, "rejected": 0, "excluded": 0}
+
+    with Progress(
+        TextColumn("[bold]build"), BarColumn(), MofNCompleteColumn(), TextColumn("docs"),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=not config.progress, transient=False,
+    ) as progress:
+        bar = progress.add_task("build", total=total, rate="")
+
+        def on_shard(meta: dict) -> None:
+            if manifest is not None:
+                entry = manifest.record(meta)
+                if entry is None:
+                    return
+            else:
+                meta.pop("keys", None)
+            result.shards_written += 1
+            totals["documents"] += meta["documents"]
+            totals["chunks"] += meta["chunks"]
+            totals["tokens"] += meta["tokens"]
+            totals["accepted" if meta["kind"] == "shards" else "rejected"] += meta["rows"] - meta["excluded"]
+            totals["excluded"] += meta["excluded"]
+            elapsed = max(time.time() - started, 1e-6)
+            progress.update(bar, advance=meta["documents"], rate=f"{totals['tokens'] / elapsed:,.0f} tok/s")
+
+        get_executor(config.executor)(pipeline, tasks, on_shard)
+
+    result.elapsed_s = time.time() - started
+    if manifest is not None:
+        manifest.finish({"elapsed_s": round(result.elapsed_s, 3), "executor": config.executor, "workers": config.workers, **totals})
+        result.counts = manifest.data["counts"]
+    else:
+        result.counts = totals
+    return result

@@ -1,0 +1,93 @@
+"""The resolved build configuration: recipe YAML, then CLI flags on top. Its hash identifies a build."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from paraphrase_pipe.ids import stable_hash
+from paraphrase_pipe.tokenizer import DEFAULT_TOKENIZER
+
+# Fields that change where or how fast a build runs, never which rows it produces.
+RUNTIME_FIELDS = frozenset({"output", "executor", "workers", "ray_address", "dask_scheduler", "progress"})
+
+
+class ConfigError(ValueError):
+    """A recipe or flag combination that cannot run (message is user-facing)."""
+
+
+class BuildConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # sources
+    input: list[str] = Field(default_factory=list, description="files/dirs/globs; empty = bundled sample corpus")
+    sets: list[str] = Field(default_factory=list, description="keep these redpajama_set_name values; '-Name' excludes")
+    limit: int | None = Field(None, ge=1, description="read at most this many input records (in input order)")
+    sample_fraction: float = Field(1.0, gt=0, le=1, description="keep a deterministic fraction of documents")
+    max_doc_chars: int = Field(20_000_000, ge=1, description="longer documents are dead-lettered")
+    # chunking
+    chunk: int = Field(2048, ge=8, description="chunk length in tokens of `tokenizer`")
+    tokenizer: str = DEFAULT_TOKENIZER
+    boundary_tolerance: float = Field(0.1, ge=0, lt=1, description="back off up to this fraction of `chunk` to end on a sentence/paragraph")
+    tail: Literal["keep", "merge", "drop"] = "merge"
+    min_chunk_tokens: int = Field(64, ge=1, description="shorter pieces are merged into the previous chunk or dead-lettered")
+    # paraphrasing
+    engine: str = "none"
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    # composition
+    layout: str = "orig"
+    compose_options: dict[str, Any] = Field(default_factory=dict)
+    filter_options: dict[str, Any] = Field(default_factory=dict)
+    # output
+    output: str = "out"
+    shard_rows: int = Field(4096, ge=1, description="max rows per output shard")
+    docs_per_task: int = Field(256, ge=1, description="documents per unit of work when inputs are split")
+    seed: int = 0
+    # execution (not part of the config hash)
+    executor: Literal["local", "ray", "dask"] = "local"
+    workers: int = Field(1, ge=1)
+    ray_address: str | None = None
+    dask_scheduler: str | None = None
+    progress: bool = True
+
+    @field_validator("sets")
+    @classmethod
+    def _sets(cls, value: list[str]) -> list[str]:
+        keep = [s for s in value if not s.startswith("-")]
+        if keep and len(keep) != len(value):
+            raise ValueError("--sets takes either names to keep or '-Name' exclusions, not both")
+        return value
+
+    def data_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude=RUNTIME_FIELDS)
+
+    def config_hash(self) -> str:
+        return stable_hash(self.data_fields())
+
+
+def load_recipe(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of build options")
+    return data.get("build", data)
+
+
+def resolve_config(recipe: str | Path | None = None, **overrides: Any) -> BuildConfig:
+    """Recipe values first, then every flag the user actually gave (None means 'not given')."""
+    values = load_recipe(recipe)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return BuildConfig(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid build configuration: {problems}") from None

@@ -1,0 +1,88 @@
+"""`ray`: Ray Data. CPU steps are `map_batches` tasks; a driver-placed engine (vLLM) becomes an actor pool with
+`num_gpus` per actor, as Ray Data LLM does; the driver consumes shard metadata as a stream and commits it.
+
+`--ray-address` joins an existing cluster; otherwise a local Ray is started with `--workers` CPUs.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from paraphrase_pipe.pipeline import Pipeline
+from paraphrase_pipe.sources import Task
+
+META_SCHEMA = pa.schema([("meta", pa.string())])
+
+
+def _meta_table(metas: list[dict]) -> pa.Table:
+    return pa.table({"meta": [json.dumps(m) for m in metas]}, schema=META_SCHEMA)
+
+
+class _Front:
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        tables = [self.pipeline.front(Task.from_dict(json.loads(t))) for t in batch["task"].to_pylist()]
+        return pa.concat_tables(tables)
+
+
+class _Engine:
+    """One engine per actor (GPU engines) or per worker process (clients)."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.engine = pipeline.make_engine()
+
+    def __call__(self, rows: pa.Table) -> pa.Table:
+        return self.pipeline.middle(rows, self.engine)
+
+
+class _Back:
+    def __init__(self, pipeline: Pipeline, generation: dict):
+        self.pipeline, self.generation = pipeline, generation
+
+    def __call__(self, rows: pa.Table) -> pa.Table:
+        return _meta_table(self.pipeline.back(rows, self.generation))
+
+
+def _init_ray(pipeline: Pipeline) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    config = pipeline.config
+    if config.ray_address:
+        ray.init(address=config.ray_address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> None:
+    import ray
+
+    _init_ray(pipeline)
+    options = pipeline.config.engine_options
+    ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks], override_num_blocks=max(len(tasks), 1))
+    ds = ds.map_batches(_Front, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=pipeline.config.workers)
+    if pipeline.engine_placement == "driver":
+        ds = ds.map_batches(
+            _Engine,
+            fn_constructor_args=(pipeline,),
+            batch_format="pyarrow",
+            batch_size=int(options.get("batch_size", 256)),
+            concurrency=int(options.get("replicas", 1)),
+            num_gpus=float(options.get("num_gpus", options.get("tensor_parallel_size", 1))),
+            num_cpus=float(options.get("num_cpus", 1)),
+        )
+    else:
+        ds = ds.map_batches(_Engine, fn_constructor_args=(pipeline,), batch_format="pyarrow", concurrency=pipeline.config.workers)
+    generation = pipeline.make_engine().identity()  # engine constructors are cheap: models load on first use
+    ds = ds.map_batches(_Back, fn_constructor_args=(pipeline, generation), batch_format="pyarrow", batch_size=None, concurrency=pipeline.config.workers)
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for meta in batch["meta"].to_pylist():
+            on_shard(json.loads(meta))
+

@@ -1,0 +1,1 @@
+"""Writing the build output: Arrow shards committed atomically, the manifest, the dead-letter shards."""

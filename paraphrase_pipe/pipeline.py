@@ -1,0 +1,52 @@
+"""The build as three steps over Arrow tables, so any executor can place them:
+
+  front(task)  read -> chunk -> drop already-committed ids        (CPU, runs where the data is)
+  middle(rows) paraphrase with the engine                         (worker or GPU actor, per engine placement)
+  back(rows)   filter -> compose -> commit shards, return metadata (CPU)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from paraphrase_pipe.config import BuildConfig
+from paraphrase_pipe.engines import Engine, create_engine, engine_class
+from paraphrase_pipe.output.shards import write_rows
+from paraphrase_pipe.schema import row_key
+from paraphrase_pipe.sources import Task, read_task
+from paraphrase_pipe.stages.chunk import chunk_documents
+from paraphrase_pipe.stages.compose import compose_rows
+from paraphrase_pipe.stages.paraphrase import paraphrase_rows
+
+
+@dataclass
+class Pipeline:
+    config: BuildConfig
+    committed: frozenset[str] = field(default_factory=frozenset)
+    dry_run: bool = False
+
+    @property
+    def engine_placement(self) -> str:
+        return engine_class(self.config.engine).placement
+
+    def make_engine(self) -> Engine:
+        return create_engine(self.config.engine, self.config.engine_options)
+
+    def front(self, task: Task) -> pa.Table:
+        rows = chunk_documents(read_task(task, self.config), self.config)
+        if self.committed:
+            rows = rows.filter(pc.invert(pc.is_in(row_key(rows), pa.array(list(self.committed), pa.string()))))
+        return rows
+
+    def middle(self, rows: pa.Table, engine: Engine) -> pa.Table:
+        return paraphrase_rows(rows, engine)
+
+    def back(self, rows: pa.Table, generation: dict) -> list[dict]:
+        rows = compose_rows(rows, self.config, generation)
+        return write_rows(rows, Path(self.config.output), self.config.shard_rows, dry_run=self.dry_run)
+
+    def run_task(self, task: Task, engine: Engine) -> list[dict]:
+        return self.back(self.middle(self.front(task), engine), engine.identity())

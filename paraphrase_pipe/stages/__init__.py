@@ -1,0 +1,1 @@
+"""Pure stages over Arrow tables: documents -> chunks -> paraphrases -> filtered -> composed samples."""

