@@ -1,0 +1,266 @@
+"""The training run: data -> model -> optimizer steps, with validation, checkpoints and exact resume.
+
+One optimizer step = `accum` micro-batches on each of `world` ranks = a fixed number of sequences drawn from
+the mixture in a global order (`packing.rank_slice`). The loss is the mean over every non-masked target of
+the step, whatever the split into ranks and micro-batches, so 1 process and N processes compute the same
+update. Randomness (dropout, if any) is reseeded from (seed, step, rank) every step: resume needs no RNG dump.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from paraphrase_pipe.train import checkpoint, distributed
+from paraphrase_pipe.train.config import TrainConfig
+from paraphrase_pipe.train.data import (DataError, Source, TextTokenizer, held_out, read_manifest,
+                                        tokenize_source)
+from paraphrase_pipe.train.metrics import METRICS, Metrics, plot
+from paraphrase_pipe.train.loss import IGNORE
+from paraphrase_pipe.train.model import CausalLMLoss, blocks, is_preset, load_model, tokenizer_source
+from paraphrase_pipe.train.packing import Mixture, PackedWindows, collate, make_sample, rank_slice
+from paraphrase_pipe.train.schedule import lr_at
+
+
+@dataclass
+class Plan:
+    """Batch geometry of the run, derived once from the config and the world size."""
+
+    micro_batch: int
+    accum: int
+    world: int
+    seq_len: int
+    steps: int
+
+    @property
+    def sequences(self) -> int:
+        return self.micro_batch * self.accum * self.world
+
+    @property
+    def tokens(self) -> int:
+        return self.sequences * self.seq_len
+
+
+def make_plan(cfg: TrainConfig, world: int) -> Plan:
+    per_micro = cfg.micro_batch * cfg.seq_len * world
+    accum = max(1, cfg.batch_tokens // per_micro) if cfg.batch_tokens else 1
+    if cfg.batch_tokens and accum * per_micro != cfg.batch_tokens:
+        raise DataError(f"batch_tokens {cfg.batch_tokens} is not a multiple of micro_batch x seq_len x world = "
+                        f"{cfg.micro_batch} x {cfg.seq_len} x {world} = {per_micro}")
+    return Plan(cfg.micro_batch, accum, world, cfg.seq_len, cfg.total_steps(accum * per_micro))
+
+
+def resolve_tokenizer(cfg: TrainConfig, sources: list[Source]) -> TextTokenizer:
+    """--tokenizer, else the model's own, else the one the (first) build was chunked with."""
+    from paraphrase_pipe.tokenizer import load_tokenizer
+
+    name = cfg.tokenizer or tokenizer_source(cfg.model)
+    if name is None:
+        manifest = read_manifest(sources[0].path)
+        name = (manifest.get("tokenizer") or {}).get("name") or manifest.get("config", {}).get("tokenizer")
+        if not name:
+            raise DataError(f"{sources[0].path}/manifest.json names no tokenizer; pass --tokenizer")
+    return TextTokenizer.wrap(load_tokenizer(name))
+
+
+def data_sources(cfg: TrainConfig) -> tuple[list[Source], list[float]]:
+    """--data entries with their weights, plus the `original` column of each when replay > 0."""
+    if not cfg.data:
+        raise DataError("no training data: pass --data OUT (a `paraphrase-pipe build` output dir)")
+    sources = [Source.parse(d) for d in cfg.data]
+    weights = [w / sum(cfg.weights) for w in cfg.weights] if cfg.weights else [1 / len(sources)] * len(sources)
+    if cfg.replay:
+        replay = [Source(s.path, "original") for s in sources]
+        return sources + replay, [w * (1 - cfg.replay) for w in weights] + [w * cfg.replay for w in weights]
+    return sources, weights
+
+
+def _tokenize_all(sources: list[Source], tok: TextTokenizer, cfg: TrainConfig, env: distributed.Env) -> list:
+    """Local rank 0 of every node fills the cache first (atomic, so shared file systems are safe)."""
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else None
+    if env.local_rank == 0:
+        out = [tokenize_source(s, tok, cache) for s in sources]
+    distributed.barrier(env)
+    return out if env.local_rank == 0 else [tokenize_source(s, tok, cache) for s in sources]
+
+
+def build_data(cfg: TrainConfig, tok: TextTokenizer, env: distributed.Env) -> tuple[Mixture, PackedWindows | None]:
+    sources, weights = data_sources(cfg)
+    tokenized = _tokenize_all(sources, tok, cfg, env)
+    train = []
+    for t in tokenized:
+        rows = np.arange(len(t.doc_hash))
+        train.append(rows if cfg.val_data else rows[~held_out(t.doc_hash, cfg.val_fraction)])
+    if cfg.val_data:
+        val_tok = _tokenize_all([Source.parse(d) for d in cfg.val_data], tok, cfg, env)
+        val_parts = [(t, np.arange(len(t.doc_hash))) for t in val_tok]
+    else:  # held-out documents of the main (non-replay) sources
+        val_parts = [(t, np.flatnonzero(held_out(t.doc_hash, cfg.val_fraction))) for t in tokenized[:len(cfg.data)]]
+    windows = [PackedWindows(t.tokens, t.offsets, rows, cfg.seq_len, seed=cfg.seed) for t, rows in zip(tokenized, train)]
+    val = [PackedWindows(t.tokens, t.offsets, rows, cfg.seq_len) for t, rows in val_parts]
+    return Mixture(windows, weights, cfg.seed), (val[0] if val and len(val[0]) else None)
+
+
+def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No decay on vectors (norm scales, biases, SSM A_log/D/dt_bias) or on params flagged `_no_weight_decay`."""
+    decay, keep = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (keep if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def build_module(cfg: TrainConfig, vocab_size: int, env: distributed.Env) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(HF model, wrapped loss module): fp32 master weights, optional checkpointing / compile, DDP or FSDP."""
+    model = load_model(cfg.model, vocab_size if is_preset(cfg.model) else None, cfg.model_overrides)
+    module = CausalLMLoss(model, cfg.loss_chunk).to(env.device)
+    layers = blocks(model)
+    if cfg.activation_checkpointing:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+        ids = {id(b) for b in layers}
+        apply_activation_checkpointing(module, check_fn=lambda m: id(m) in ids)
+        layers = blocks(model)
+    if cfg.compile:
+        for layer in layers:
+            layer.compile()
+    return model, distributed.wrap(module, env, cfg.distributed, cfg.precision == "bf16")
+
+
+def _batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    pin = device.type == "cuda"
+    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=pin) for k, v in batch.items()}
+
+
+def validate(module, val: PackedWindows, cfg: TrainConfig, env: distributed.Env, autocast) -> float | None:
+    """Mean CE over the first held-out windows, the same set for any world size (rounded to a multiple of it);
+    every rank runs the same number of forwards, as FSDP needs."""
+    per_rank = min(cfg.val_sequences, len(val)) // env.world
+    if per_rank == 0:
+        return None
+    mine = range(env.rank * per_rank, (env.rank + 1) * per_rank)
+    total = torch.zeros(2, dtype=torch.float64, device=env.device)
+    module.eval()
+    with torch.no_grad():
+        for i in range(0, per_rank, cfg.micro_batch):
+            batch = _batch_to(collate([make_sample(*val.window(k)) for k in mine[i:i + cfg.micro_batch]]), env.device)
+            with autocast():
+                total[0] += module(**batch).double()
+            total[1] += (batch["targets"] != IGNORE).sum()
+    module.train()
+    total = distributed.all_sum(env, total)
+    return float(total[0] / total[1])
+
+
+def save_final(out: Path, model, module, tok: TextTokenizer, env: distributed.Env) -> Path:
+    """`save_pretrained` + tokenizer, so evaluation and any HF tool load the result directly."""
+    state = checkpoint.full_model_state(module)
+    final = out / "final"
+    if env.main:
+        from transformers import PreTrainedTokenizerFast
+
+        prefix = "model."
+        state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+        model.save_pretrained(final, state_dict=state)
+        eos = tok.backend.id_to_token(tok.eos_id)
+        PreTrainedTokenizerFast(tokenizer_object=tok.backend, eos_token=eos, bos_token=eos).save_pretrained(final)
+    distributed.barrier(env)
+    return final
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) training as configured; returns a summary (final step, losses, output paths)."""
+    env = distributed.init(cfg.device)
+    try:
+        return _train(cfg, env)
+    finally:
+        distributed.shutdown(env)
+
+
+def _train(cfg: TrainConfig, env: distributed.Env) -> dict:
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    sources, _ = data_sources(cfg)
+    tok = resolve_tokenizer(cfg, sources)
+    mixture, val = build_data(cfg, tok, env)
+    plan = make_plan(cfg, env.world)
+    model, module = build_module(cfg, tok.vocab_size, env)
+    cuda = env.device.type == "cuda"
+    optimizer = torch.optim.AdamW(_param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
+                                  eps=cfg.eps, fused=cuda or None)
+    bf16 = cfg.precision == "bf16"
+
+    def autocast():
+        return torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    start, ckpt_dir = 0, out / "checkpoints"
+    found = checkpoint.latest(ckpt_dir) if cfg.resume else None
+    if found is not None:
+        state = checkpoint.load(found, module, optimizer)
+        mixture.load_state_dict(state["data"])
+        start = state["step"]
+        if state.get("config_hash") != cfg.hash() and env.main:
+            print(f"resuming from {found} with a changed config (was {state.get('config_hash')})")
+    if env.main:
+        (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+        metrics = Metrics(out, plan.steps, start, cfg.tensorboard, cfg.progress)
+        metrics.start_clock(start * plan.tokens)
+
+    def save(step: int) -> None:
+        checkpoint.save(ckpt_dir, step, module, optimizer, {"data": mixture.state_dict(), "tokens": step * plan.tokens,
+                        "config_hash": cfg.hash()}, env.main, cfg.keep_checkpoints)
+        distributed.barrier(env)
+
+    val_loss, seen = None, 0.0  # seen: targets (all ranks) since the last log row
+    window = torch.zeros((), dtype=torch.float64, device=env.device)  # this rank's loss sum since then
+    for step in range(start, plan.steps):
+        torch.manual_seed(cfg.seed * 1_000_003 + step * env.world + env.rank)
+        lr = lr_at(step, plan.steps, cfg.lr, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio, cfg.decay_fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        micro = [mixture.batch(mb) for mb in
+                 rank_slice(mixture.draw(plan.sequences), plan.micro_batch, plan.accum, env.rank, env.world)]
+        count = distributed.all_sum(env, torch.tensor(
+            float(sum(int((b["targets"] != IGNORE).sum()) for b in micro)), device=env.device))
+        scale = env.world / count
+        for i, batch in enumerate(micro):
+            batch = _batch_to(batch, env.device)
+            with distributed.grad_sync(module, i == len(micro) - 1):
+                with autocast():
+                    loss = module(**batch)
+                (loss * scale).backward()
+            window += loss.detach().double()
+        seen += float(count)
+        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip or math.inf)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        last = done == plan.steps
+        evaluate = bool(cfg.eval_every and done % cfg.eval_every == 0) or last
+        if evaluate:
+            val_loss = validate(module, val, cfg, env, autocast) if val is not None else None
+        if done % cfg.log_every == 0 or evaluate:
+            row = {"step": done, "tokens": done * plan.tokens, "loss": float(distributed.all_sum(env, window)) / seen,
+                   "lr": lr, "grad_norm": float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)}
+            if evaluate:
+                row["val_loss"] = val_loss
+            if env.main:
+                metrics.log(row)
+            window, seen = torch.zeros_like(window), 0.0
+        if cfg.save_every and done % cfg.save_every == 0 and not last:
+            save(done)
+    if start < plan.steps:
+        save(plan.steps)
+    final = save_final(out, model, module, tok, env)
+    summary = {"steps": plan.steps, "tokens": plan.steps * plan.tokens, "final": str(final), "val_loss": val_loss,
+               "accum": plan.accum, "world": env.world}
+    if env.main:
+        metrics.close()
+        summary["loss_png"] = str(plot(out / METRICS, out / "loss.png"))
+    return summary

@@ -1,0 +1,69 @@
+"""Fixtures: a small build output (manifest.json + Arrow IPC file shards, the build's contract) made from the
+bundled sample corpus, and a tiny randomly initialised causal LM saved with `save_pretrained`."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import zstandard
+
+SAMPLE = Path(__file__).parents[2] / "paraphrase_pipe" / "sample" / "example_train_0.jsonl.zst"
+
+
+def sample_documents(limit: int) -> list[dict]:
+    with open(SAMPLE, "rb") as f:
+        text = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(f), encoding="utf-8")
+        return [json.loads(line) for _, line in zip(range(limit), text)]
+
+
+def write_build(out: Path, docs: list[dict], chunk_chars: int = 600, shard_rows: int = 64) -> Path:
+    """Chunks of each document as `orig` samples, in the shard/manifest format of .ci/CONTRACTS.md."""
+    rows = []
+    for d, doc in enumerate(docs):
+        doc_id = hashlib.sha256(doc["text"].encode()).hexdigest()[:16]
+        for c in range(0, len(doc["text"]), chunk_chars):
+            piece = doc["text"][c:c + chunk_chars]
+            rows.append({"sample_id": f"{doc_id}-{c}-s", "chunk_id": f"{doc_id}-{c}", "doc_id": doc_id,
+                         "text": piece, "original": piece, "paraphrase": None, "layout": "orig",
+                         "n_tokens": len(piece) // 4, "set_name": doc["meta"]["redpajama_set_name"]})
+    (out / "shards").mkdir(parents=True)
+    shards = []
+    for i in range(0, len(rows), shard_rows):
+        table = pa.Table.from_pylist(rows[i:i + shard_rows]).cast(pa.schema([
+            ("sample_id", pa.string()), ("chunk_id", pa.string()), ("doc_id", pa.string()), ("text", pa.string()),
+            ("original", pa.string()), ("paraphrase", pa.string()), ("layout", pa.string()),
+            ("n_tokens", pa.int32()), ("set_name", pa.string())]))
+        path = out / "shards" / f"part-{i // shard_rows:05d}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=16)
+        shards.append({"path": f"shards/{path.name}", "rows": len(table),
+                       "tokens": sum(r["n_tokens"] for r in rows[i:i + shard_rows]),
+                       "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    manifest = {"schema_version": 1, "status": "complete", "shards": shards, "rejected": [],
+                "counts": {"documents": len(docs), "chunks": len(rows), "accepted": len(rows), "rejected": 0},
+                "config": {"tokenizer": "builtin:gpt2", "layout": "orig"}, "tokenizer": {"name": "builtin:gpt2"}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    return write_build(tmp_path_factory.mktemp("build"), sample_documents(60))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=50256, eos_token_id=50256)
+    path = tmp_path_factory.mktemp("model")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
