@@ -122,6 +122,7 @@ def inspect(
 
 
 # Commands of the other areas register below (one line each).
+app.command("train")(__import__("paraphrase_pipe.train.command", fromlist=["train"]).train)
 
 
 def main() -> None:
