@@ -55,6 +55,7 @@ def build(
     executor: Optional[str] = typer.Option(None, help="local | ray | dask"),
     workers: Optional[int] = typer.Option(None, help="worker processes (local) / CPUs (local Ray)"),
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster (e.g. auto, ray://host:10001)"),
+    dask_scheduler: Optional[str] = typer.Option(None, help="join this Dask scheduler (e.g. tcp://host:8786); default: a local cluster of --workers"),
     recipe: Optional[Path] = typer.Option(None, help="YAML recipe from pipelines/; flags override it"),
     limit: Optional[int] = typer.Option(None, help="read at most this many input records"),
     sets: Optional[list[str]] = typer.Option(None, "--sets", help="keep these redpajama_set_name values, or -Name to exclude (repeatable)"),
@@ -72,7 +73,7 @@ def build(
     try:
         config = resolve_config(
             recipe, chunk=chunk, input=input or None, output=output, tokenizer=tokenizer, executor=executor,
-            workers=workers, ray_address=ray_address, limit=limit, sets=sets or None,
+            workers=workers, ray_address=ray_address, dask_scheduler=dask_scheduler, limit=limit, sets=sets or None,
             sample_fraction=sample_fraction, engine=engine, shard_rows=shard_rows,
             progress=False if no_progress else None,
         )
@@ -127,3 +128,7 @@ app.command("train")(__import__("paraphrase_pipe.train.command", fromlist=["trai
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The command line: clear one-line errors, dry runs, inspect, the bundled default corpus."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "/nonexistent/file.jsonl"], "input not found"),
+        (["--tokenizer", "/nonexistent-tokenizer-dir"], "cannot load tokenizer"),
+        (["--chunk", "0"], "chunk"),
+        (["--engine", "gpt-9000"], "unknown engine 'gpt-9000'"),
+        (["--recipe", "/nonexistent.yaml"], "recipe not found"),
+        (["--sets", "RedPajamaBook", "--sets", "-RedPajamaGithub"], "either names to keep"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(tmp_path, args, message):
+    proc = run_cli("build", "--tokenizer", "builtin:gpt2", "-o", str(tmp_path / "o"), *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_unreadable_input_file(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    proc = run_cli("build", "--input", str(bad), "--tokenizer", "builtin:gpt2", check=False)
+    assert proc.returncode == 2 and "unsupported input format" in proc.stderr
+
+
+def test_default_corpus_dry_run_recipe_and_inspect(tmp_path):
+    dry = run_cli("build", "--chunk", "2048", "--tokenizer", "builtin:gpt2", "--dry-run", "-o", str(tmp_path / "dry"))
+    assert "dry run" in dry.stdout and "documents" in dry.stdout and "332" in dry.stdout
+    assert not (tmp_path / "dry").exists()
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("build:\n  chunk: 128\n  tokenizer: builtin:gpt2\n  limit: 12\n")
+    out = tmp_path / "o"
+    run_cli("build", "--recipe", str(recipe), "--chunk", "256", "-o", str(out), "--no-progress")  # flag overrides recipe
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["chunk"] == 256 and manifest["config"]["limit"] == 12
+
+    shown = run_cli("inspect", str(out))
+    assert "accepted" in shown.stdout and "builtin:gpt2" in shown.stdout
+    counts = json.loads(run_cli("inspect", str(out), "--json").stdout)
+    assert counts["documents"] == 12
+    assert run_cli("inspect", str(tmp_path), check=False).returncode == 2
