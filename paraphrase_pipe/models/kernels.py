@@ -1,0 +1,128 @@
+"""The one place that chooses between the pure-PyTorch mixers and the state-spaces CUDA kernels.
+
+Mode ("auto" | "torch" | "cuda"): `HybridConfig.kernels`, overridden by the environment variable
+PARAPHRASE_PIPE_KERNELS. In "auto" the kernels are used when the tensors are on CUDA and `mamba_ssm` /
+`causal_conv1d` import cleanly; "cuda" insists (clear error otherwise); "torch" never uses them.
+mamba_ssm is imported lazily, only for a CUDA tensor: importing it on CPU would make transformers switch its own
+Mamba models to the kernels and crash (ENVIRONMENT.md), and it needs triton. Each choice is logged once.
+
+What runs where (CUDA path):
+- Mamba-2 scan: `mamba_chunk_scan_combined` (Triton), document resets via `seq_idx`;
+- Mamba-1 scan: `selective_scan_fn`; that kernel cannot reset its state inside a row, so packed batches with
+  `seq_idx` run the pure scan (logged);
+- convolution: `causal_conv1d_fn` when causal_conv1d is installed (with `seq_idx`), else the pure conv;
+- decoding steps and forwards that continue a cached state run the pure functions (same math).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from types import SimpleNamespace
+
+import torch
+
+from .conv import causal_conv as _conv_torch
+from .selective_scan import selective_scan as _scan_torch
+from .ssd import ssd_scan as _ssd_torch
+
+ENV_VAR = "PARAPHRASE_PIPE_KERNELS"
+log = logging.getLogger(__name__)
+_logged: set = set()
+
+
+def _once(key, msg, *args):
+    if key not in _logged:
+        _logged.add(key)
+        log.info(msg, *args)
+
+
+def resolve_mode(configured: str = "auto") -> str:
+    mode = os.environ.get(ENV_VAR, "").strip().lower() or configured
+    if mode not in ("auto", "torch", "cuda"):
+        raise ValueError(f"{ENV_VAR} / config.kernels must be auto, torch or cuda, got {mode!r}")
+    return mode
+
+
+@functools.lru_cache(maxsize=None)
+def mamba_ssm_ops() -> SimpleNamespace | None:
+    """mamba_ssm's scan kernels, or None (with the reason logged) when they do not import."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except Exception as exc:  # ImportError, missing compiled module, triton problems...
+        log.info("mamba_ssm kernels unavailable (%s: %s): using the pure PyTorch scans", type(exc).__name__, exc)
+        return None
+    return SimpleNamespace(selective_scan_fn=selective_scan_fn, mamba_chunk_scan_combined=mamba_chunk_scan_combined)
+
+
+@functools.lru_cache(maxsize=None)
+def causal_conv1d_op():
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception as exc:
+        log.info("causal_conv1d unavailable (%s: %s): using the pure PyTorch convolution", type(exc).__name__, exc)
+        return None
+    return causal_conv1d_fn
+
+
+def use_cuda(x: torch.Tensor, mode: str) -> bool:
+    """Whether mamba_ssm kernels should run for tensor x under `mode`."""
+    mode = resolve_mode(mode)
+    if mode == "torch" or not x.is_cuda:
+        if mode == "cuda" and not x.is_cuda:
+            raise RuntimeError("kernels='cuda' needs the model on a CUDA device")
+        return False
+    ops = mamba_ssm_ops()
+    if ops is None and mode == "cuda":
+        raise RuntimeError("kernels='cuda' but mamba_ssm does not import; install mamba-ssm (see README) or use 'auto'")
+    return ops is not None
+
+
+def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="auto"):
+    """Mamba-1 scan; tensors (B, L, ·) as in `selective_scan.selective_scan`. Returns (y, final state)."""
+    if use_cuda(x, mode):
+        if seg is None and state is None:
+            _once("scan1-cuda", "Mamba-1 scan: mamba_ssm selective_scan_fn (CUDA)")
+            dtype = x.dtype
+            y, last = mamba_ssm_ops().selective_scan_fn(
+                x.transpose(1, 2), dt.to(dtype).transpose(1, 2), A, B.to(dtype).transpose(1, 2),
+                C.to(dtype).transpose(1, 2), D.float(), z=z.to(dtype).transpose(1, 2), delta_bias=dt_bias.float(),
+                delta_softplus=True, return_last_state=True,
+            )
+            return y.transpose(1, 2), last
+        _once("scan1-reset", "Mamba-1 scan: packed documents (seq_idx) or cached state -> pure PyTorch scan "
+              "(the CUDA selective scan cannot reset its state)")
+    else:
+        _once(("scan1-torch", x.device.type), "Mamba-1 scan: pure PyTorch on %s", x.device.type)
+    return _scan_torch(x, dt, A, B, C, D, z, dt_bias, seg=seg, state=state)
+
+
+def ssd_scan(x, dt, A, B, C, D, dt_bias, chunk_size, seg=None, state=None, dt_limit=(0.0, float("inf")), mode="auto"):
+    """Mamba-2 scan; tensors as in `ssd.ssd_scan`. Returns (y, final state)."""
+    if use_cuda(x, mode) and state is None:
+        _once("scan2-cuda", "Mamba-2 scan: mamba_ssm mamba_chunk_scan_combined (Triton)")
+        dtype = x.dtype
+        extra = {} if tuple(dt_limit) == (0.0, float("inf")) else {"dt_limit": tuple(dt_limit)}
+        y, final = mamba_ssm_ops().mamba_chunk_scan_combined(
+            x, dt.to(dtype), A, B.to(dtype), C.to(dtype), chunk_size, D=D.float(), dt_bias=dt_bias.float(),
+            seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), dt_softplus=True,
+            return_final_states=True, **extra,
+        )
+        return y, final
+    _once(("scan2-torch", x.device.type), "Mamba-2 scan: pure PyTorch on %s", x.device.type)
+    return _ssd_torch(x, dt, A, B, C, D, dt_bias, chunk_size, seg=seg, state=state, dt_limit=dt_limit)
+
+
+def causal_conv(x, weight, bias, seg=None, state=None, mode="auto"):
+    """Depthwise causal conv + SiLU of x (B, L, C) with weight (C, K)."""
+    if use_cuda(x, mode) and state is None and weight.shape[1] in (2, 3, 4) and x.shape[-1] % 8 == 0:
+        fn = causal_conv1d_op()
+        if fn is not None:
+            _once("conv-cuda", "causal conv: causal_conv1d_fn (CUDA)")
+            out = fn(x.contiguous().transpose(1, 2), weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
+                     seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), activation="silu")
+            return out.transpose(1, 2)
+    _once(("conv-torch", x.device.type), "causal conv: pure PyTorch on %s", x.device.type)
+    return _conv_torch(x, weight, bias, seg=seg, state=state)

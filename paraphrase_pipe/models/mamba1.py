@@ -1,0 +1,70 @@
+"""Mamba-1 mixer (selective SSM), parameter-compatible with mamba_ssm's `Mamba`.
+
+in_proj -> (x, z); x -> causal conv + SiLU -> x_proj -> (dt, B, C); dt_proj; selective scan with A = -exp(A_log),
+skip D, gate silu(z); out_proj. The scan and the conv dispatch through `kernels.py` (pure PyTorch or CUDA).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import kernels
+from .context import SequenceContext
+from .conv import conv_tail
+from .initialization import assign_, inverse_softplus_dt
+
+
+class Mamba1(nn.Module):
+    cache_key = "ssm"  # replaced by the module path when the model is built
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank="auto",
+                 dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random", dt_scale: float = 1.0,
+                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False, **_ignored):
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.dt_cfg = (dt_min, dt_max, dt_init, dt_scale, dt_init_floor)
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1,
+                                bias=conv_bias)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
+        self.D = nn.Parameter(torch.empty(self.d_inner))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.init_parameters()
+
+    def init_parameters(self) -> None:
+        dt_min, dt_max, dt_init, dt_scale, floor = self.dt_cfg
+        std = self.dt_rank ** -0.5 * dt_scale
+        w = self.dt_proj.weight
+        with torch.no_grad():
+            if dt_init == "constant":
+                nn.init.constant_(w, std)
+            else:
+                nn.init.uniform_(w, -std, std)
+        assign_(self.dt_proj.bias, inverse_softplus_dt(self.d_inner, dt_min, dt_max, floor, w.device))
+        a = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=w.device).expand(self.d_inner, -1)
+        assign_(self.A_log, torch.log(a))
+        assign_(self.D, torch.ones(self.d_inner, device=w.device))
+        self.conv1d.reset_parameters()
+
+    def forward(self, hidden: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
+        state = ctx.cache.states.get(self.cache_key, {}) if ctx.cache is not None else {}
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        weight = self.conv1d.weight.squeeze(1)
+        xc = kernels.causal_conv(x, weight, self.conv1d.bias, ctx.seg, state.get("conv"), ctx.kernels)
+        dt, B, C = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)
+        A = -torch.exp(self.A_log.float())
+        y, last = kernels.selective_scan(xc, dt, A, B, C, self.D, z, self.dt_proj.bias, ctx.seg, state.get("ssm"),
+                                         ctx.kernels)
+        if ctx.cache is not None:
+            ctx.cache.states[self.cache_key] = {
+                "conv": conv_tail(x, ctx.seg, state.get("conv"), self.d_conv), "ssm": last.detach()}
+        return self.out_proj(y)
