@@ -1,146 +1,129 @@
 """Token-exact chunking with the trainer's tokenizer.
 
-Each document is tokenized once (Rust, batched, with character offsets). A chunk ends at the last sentence or
-paragraph boundary within `boundary_tolerance * chunk` tokens before the limit, else exactly at the limit, never
-between two tokens that share a character (byte-level BPE splits multi-byte characters). Chunks tile the document:
-their texts concatenate back to it, and `n_tokens` is the exact token count of the span.
+Each document is tokenized once (Rust, batched). A chunk ends at the last sentence or line end within
+`boundary_tolerance * chunk` tokens before the limit, else as close to the limit as a cut can be exact. A cut is
+exact when re-tokenizing each chunk alone gives the same tokens: never inside a character (byte-level BPE splits
+multi-byte characters), never inside a pre-token (word), never right after whitespace (a trailing whitespace
+run pre-tokenizes differently at the end of a string). Chunks tile the document: their texts concatenate back to
+it, and `n_tokens` is the exact token count of the span.
+
+Only the tokens near each cut are inspected, so documents shorter than a chunk cost nothing beyond tokenization.
 """
 from __future__ import annotations
 
 import re
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.ids import chunk_id
 from paraphrase_pipe.schema import ROW_SCHEMA, conform
 from paraphrase_pipe.tokenizer import LoadedTokenizer, load_tokenizer
 
-# End of a sentence (punctuation, optional closing quotes/brackets) or a line break, then the whitespace after it.
-BOUNDARY = re.compile(r"(?:[.!?][\"'”’)\]]*|\n)\s*")
+SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*$")
 
 
-def _boundary_tokens(text: str, starts: np.ndarray) -> np.ndarray:
-    """Mask of tokens that begin a new sentence/paragraph: their start offset lies in a boundary's whitespace."""
-    spans = np.array([(m.start(), m.end()) for m in BOUNDARY.finditer(text)], dtype=np.int64).reshape(-1, 2)
-    if not len(spans):
-        return np.zeros(len(starts), dtype=bool)
-    # a token starts a sentence when the boundary punctuation ended at or before its start, and only whitespace
-    # separates them: start in (m.start, m.end]
-    idx = np.searchsorted(spans[:, 0], starts, side="left") - 1
-    ok = idx >= 0
-    hit = np.zeros(len(starts), dtype=bool)
-    hit[ok] = starts[ok] <= spans[idx[ok], 1]
-    return hit
+class _Cuts:
+    """Cut-point search over one encoded document, touching only the tokens it asks about."""
+
+    def __init__(self, encoding, text: str):
+        self.enc, self.text = encoding, text
+
+    def _exact(self, c: int) -> bool:
+        enc, text = self.enc, self.text
+        prev_start, prev_end = enc.token_to_chars(c - 1)
+        start, _ = enc.token_to_chars(c)
+        return start >= prev_end and enc.token_to_word(c) != enc.token_to_word(c - 1) and not text[prev_end - 1].isspace()
+
+    def _sentence_start(self, c: int) -> bool:
+        prev_end = self.enc.token_to_chars(c - 1)[1]
+        return self.text[prev_end : prev_end + 1] == "\n" or SENTENCE_END.search(self.text[max(prev_end - 4, 0) : prev_end]) is not None
+
+    def best(self, pos: int, target: int, lowest_nice: int) -> int:
+        """The latest sentence start in [lowest_nice, target], else the latest exact cut in (pos, target]."""
+        fallback = None
+        for c in range(target, pos, -1):
+            exact = self._exact(c)
+            if exact and fallback is None:
+                fallback = c
+            if c < lowest_nice:
+                if fallback is not None:
+                    return fallback
+            elif exact and self._sentence_start(c):
+                return c
+        return fallback if fallback is not None else target
 
 
-def _cuttable(offsets: np.ndarray, words: np.ndarray, text: str) -> np.ndarray:
-    """Token starts where a cut keeps the token count exact when each chunk is re-tokenized alone: not inside a
-    character, not inside a pre-token (word), and not right after whitespace (a trailing whitespace run
-    pre-tokenizes differently at the end of a string)."""
-    n = len(offsets)
-    starts, ends = offsets[:, 0], offsets[:, 1]
-    can_cut = np.ones(n + 1, dtype=bool)
-    prev_end = ends[:-1]
-    prev_char_is_space = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)[np.maximum(prev_end - 1, 0)]
-    can_cut[1:n] = (starts[1:] >= prev_end) & (words[1:] != words[:-1]) & ~np.isin(prev_char_is_space, _SPACE_CODES)
-    return can_cut
-
-
-_SPACE_CODES = np.array([ord(c) for c in " \t\n\r\x0b\x0c\u00a0\u2028\u2029\u3000"], dtype=np.uint32)
-
-
-def cut_points(offsets: np.ndarray, words: np.ndarray, text: str, size: int, tolerance: float) -> list[int]:
+def cut_points(encoding, text: str, size: int, tolerance: float) -> list[int]:
     """Token indices where chunks end (exclusive), the last one being the document end."""
-    n = len(offsets)
-    starts = offsets[:, 0]
-    can_cut = _cuttable(offsets, words, text)
-    nice = np.zeros(n + 1, dtype=bool)
-    nice[:n] = _boundary_tokens(text, starts) & can_cut[:n]
-    nice_idx, cut_idx = np.flatnonzero(nice), np.flatnonzero(can_cut)
-    back = int(tolerance * size)
+    n = len(encoding)
     cuts, pos = [], 0
+    finder = _Cuts(encoding, text)
     while n - pos > size:
         target = pos + size
-        j = np.searchsorted(nice_idx, target, side="right") - 1
-        if j >= 0 and nice_idx[j] > max(pos, target - back):
-            cut = int(nice_idx[j])
-        else:
-            j = np.searchsorted(cut_idx, target, side="right") - 1
-            cut = int(cut_idx[j]) if cut_idx[j] > pos else target
-        cuts.append(cut)
-        pos = cut
+        pos = finder.best(pos, target, max(pos + 1, target - int(tolerance * size)))
+        cuts.append(pos)
     cuts.append(n)
     return cuts
 
 
-def _pieces(cuts: list[int], config: BuildConfig) -> tuple[list[tuple[int, int]], list[tuple[int, int, str]]]:
-    """Apply the tail policy: (kept spans, rejected spans with reason)."""
-    spans = list(zip([0, *cuts[:-1]], cuts))
-    start, end = spans[-1]
-    rejected = []
+def _pieces(cuts: list[int], config: BuildConfig) -> list[tuple[int, int, str | None]]:
+    """Apply the tail policy: (start, end, reject reason or None) for every piece, in order."""
+    spans = [(s, e, None) for s, e in zip([0, *cuts[:-1]], cuts)]
+    start, end, _ = spans[-1]
     tail_len = end - start
     if tail_len < config.chunk:
         short = tail_len < config.min_chunk_tokens
         if config.tail == "drop" and len(spans) > 1:
-            rejected.append((start, end, "short_tail"))
-            spans.pop()
+            spans[-1] = (start, end, "short_tail")
         elif config.tail == "merge" and short and len(spans) > 1:
-            spans[-2] = (spans[-2][0], end)
-            spans.pop()
+            spans[-2:] = [(spans[-2][0], end, None)]
         elif short:
-            rejected.append((start, end, "too_short"))
-            spans.pop()
-    return spans, rejected
+            spans[-1] = (start, end, "too_short")
+    return spans
+
+
+_CHUNK_COLUMNS = ("doc_id", "chunk_id", "source", "record_index", "set_name", "meta", "chunk_index", "token_start",
+                  "token_end", "char_start", "char_end", "n_tokens", "original", "reject_stage", "reject_reason", "reject_detail")
 
 
 def chunk_documents(docs: pa.Table, config: BuildConfig, tokenizer: LoadedTokenizer | None = None) -> pa.Table:
     """DOCUMENT_SCHEMA -> ROW_SCHEMA. Rejected documents pass through as rows; short pieces become rejected rows."""
     tok = tokenizer or load_tokenizer(config.tokenizer)
-    docs_list = docs.to_pylist()
-    live = [d for d in docs_list if d["reject_reason"] is None]
-    encodings = tok.backend.encode_batch([d["text"] for d in live], add_special_tokens=False)
-    rows = [_passthrough(d) for d in docs_list if d["reject_reason"] is not None]
-    for doc, enc in zip(live, encodings):
-        text = doc["text"]
-        offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
-        words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
-        if not len(offsets):
-            rows.append({**_passthrough(doc), "reject_stage": "chunk", "reject_reason": "no_tokens"})
-            continue
-        cuts = cut_points(offsets, words, text, config.chunk, config.boundary_tolerance)
-        kept, rejected = _pieces(cuts, config)
-        pieces = sorted([(s, e, None) for s, e in kept] + rejected)
+    live_mask = pc.is_null(docs["reject_reason"])
+    live = docs.filter(live_mask)
+    texts = live["text"].to_pylist()
+    encodings = tok.backend.encode_batch(texts, add_special_tokens=False)
+    cols: dict[str, list] = {name: [] for name in _CHUNK_COLUMNS}
+    carried = {k: live[k].to_pylist() for k in ("doc_id", "source", "record_index", "set_name", "meta")}
+    for d, (text, enc) in enumerate(zip(texts, encodings)):
+        n = len(enc)
+        cuts = cut_points(enc, text, config.chunk, config.boundary_tolerance) if n > config.chunk else [n]
+        pieces = _pieces(cuts, config) if n else [(0, 0, "no_tokens")]
+        did = carried["doc_id"][d]
         for index, (s, e, reason) in enumerate(pieces):
-            c0 = 0 if s == 0 else int(offsets[s - 1, 1])
-            c1 = len(text) if e == len(offsets) else int(offsets[e - 1, 1])
-            rows.append(
-                {
-                    "doc_id": doc["doc_id"],
-                    "chunk_id": chunk_id(doc["doc_id"], s, e, tok.fingerprint, config.chunk),
-                    "source": doc["source"],
-                    "record_index": doc["record_index"],
-                    "set_name": doc["set_name"],
-                    "meta": doc["meta"],
-                    "chunk_index": index,
-                    "token_start": s,
-                    "token_end": e,
-                    "char_start": c0,
-                    "char_end": c1,
-                    "n_tokens": e - s,
-                    "original": text[c0:c1],
-                    "reject_stage": "chunk" if reason else None,
-                    "reject_reason": reason,
-                    "reject_detail": f"{e - s} tokens (chunk={config.chunk}, min={config.min_chunk_tokens}, tail={config.tail})" if reason else None,
-                }
+            c0 = 0 if s == 0 else enc.token_to_chars(s - 1)[1]
+            c1 = len(text) if e == n else enc.token_to_chars(e - 1)[1]
+            for key in ("source", "record_index", "set_name", "meta"):
+                cols[key].append(carried[key][d])
+            cols["doc_id"].append(did)
+            cols["chunk_id"].append(chunk_id(did, s, e, tok.fingerprint, config.chunk))
+            cols["chunk_index"].append(index)
+            cols["token_start"].append(s)
+            cols["token_end"].append(e)
+            cols["char_start"].append(c0)
+            cols["char_end"].append(c1)
+            cols["n_tokens"].append(e - s)
+            cols["original"].append(text[c0:c1] if len(pieces) > 1 else text)
+            cols["reject_stage"].append("chunk" if reason else None)
+            cols["reject_reason"].append(reason)
+            cols["reject_detail"].append(
+                f"{e - s} tokens (chunk={config.chunk}, min={config.min_chunk_tokens}, tail={config.tail})" if reason else None
             )
-    return conform(pa.Table.from_pylist(rows, schema=_ROW_INPUT), ROW_SCHEMA)
+    chunks = pa.table({k: pa.array(v, type=ROW_SCHEMA.field(k).type) for k, v in cols.items()})
+    passed = docs.filter(pc.invert(live_mask)).select(["doc_id", "source", "record_index", "set_name", "meta", *_REJECT])
+    return pa.concat_tables([conform(passed, ROW_SCHEMA), conform(chunks, ROW_SCHEMA)])
 
 
-_ROW_INPUT = pa.schema([f.with_nullable(True) for f in ROW_SCHEMA])
-
-
-def _passthrough(doc: dict) -> dict:
-    keys = ("doc_id", "source", "record_index", "set_name", "meta", "reject_stage", "reject_reason", "reject_detail", "raw")
-    return {k: doc[k] for k in keys}
+_REJECT = ("reject_stage", "reject_reason", "reject_detail", "raw")
