@@ -1,0 +1,148 @@
+"""`paraphrase-pipe eval`: the paper's three axes — memory recall, commonsense reasoning, long-context language
+modelling — for one or several models, written as results.json + results.md + PNG plots in --out."""
+
+from __future__ import annotations
+
+import gc
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import typer
+
+from paraphrase_pipe.evaluate import defaults as d
+from paraphrase_pipe.evaluate.errors import EvalError
+
+SUITES = {"recall": ("jrt", "synthetic"), "jrt": ("jrt",), "synthetic": ("synthetic",),
+          "commonsense": ("commonsense",), "longctx": ("longctx",),
+          "all": ("jrt", "synthetic", "commonsense", "longctx")}
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise EvalError(f"{option} {text!r}: expected comma-separated integers") from None
+    if not values or min(values) <= 0:
+        raise EvalError(f"{option} {text!r}: expected positive integers")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise EvalError(f"{option} {bad[0]!r}: expected TASK=PATH_OR_HUB_ID")
+    return dict(i.split("=", 1) for i in items)
+
+
+def eval_command(
+    model: list[str] = typer.Option(..., "--model", "-m", help="[NAME=]DIR | hub id | preset:NAME; repeat to compare"),
+    suite: list[str] = typer.Option(["all"], "--suite", "-s", help="recall (= jrt + synthetic) | jrt | synthetic | "
+                                    "commonsense | longctx | all; repeatable"),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="folder for results.json, results.md, *.png"),
+    lengths: str = typer.Option(",".join(map(str, d.RECALL_LENGTHS)), help="recall input lengths (tokens)"),
+    jrt_tasks: str = typer.Option(None, help="JRT tasks [default: all of swde,fda,squad,triviaqa,nq,drop, or the "
+                                  "tasks named by --recall-data]"),
+    recall_data: list[str] = typer.Option([], help="TASK=PATH|HUB_ID: a JRT-format dataset (local files in the "
+                                          "published format); overrides a default source or adds a task"),
+    recall_split: str = typer.Option("validation", help="split of hub datasets / split name in local files"),
+    synthetic_tasks: str = typer.Option(",".join(d.SYNTHETIC_TASKS), help="of mqar,phonebook,passkey"),
+    synthetic_n: int = typer.Option(None, help="examples per task and length [default: mqar 50, phonebook 100, "
+                                    "passkey 100]"),
+    commonsense_tasks: str = typer.Option(",".join(d.COMMONSENSE_TASKS), help="lm-eval task names"),
+    lm_eval_include: Path = typer.Option(None, help="folder of extra lm-eval task YAMLs"),
+    longctx_data: str = typer.Option(d.LONGCTX_SOURCE, help="build output, .txt books, table with `text`, "
+                                     "or hub id"),
+    longctx_lengths: str = typer.Option(",".join(map(str, d.LONGCTX_LENGTHS)), help="window lengths (tokens)"),
+    longctx_windows: int = typer.Option(d.LONGCTX_WINDOWS, help="windows per length"),
+    limit: int = typer.Option(None, help="at most this many items per JRT / lm-eval task"),
+    tokenizer: str = typer.Option(None, help="tokenizer dir / hub id / builtin:gpt2 [default: the model's own]"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16"),
+    batch_size: int = typer.Option(8, help="prompts per generation batch / lm-eval batch"),
+    batch_tokens: int = typer.Option(32768, help="tokens per forward batch (synthetic, longctx)"),
+    seed: int = typer.Option(0, help="seed of the synthetic tasks"),
+) -> None:
+    """Evaluate models on memory recall, commonsense reasoning and long-context LM; compare them in one table."""
+    try:
+        paths = run(**locals())
+    except EvalError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")
+
+
+def run(model, suite, out, lengths, jrt_tasks, recall_data, recall_split, synthetic_tasks, synthetic_n,
+        commonsense_tasks, lm_eval_include, longctx_data, longctx_lengths, longctx_windows, limit, tokenizer,
+        device, dtype, batch_size, batch_tokens, seed) -> dict[str, Path]:
+    config = dict(locals())
+    import torch
+
+    from paraphrase_pipe.evaluate import commonsense, longctx, recall_jrt, synthetic
+    from paraphrase_pipe.evaluate.load import load_model
+    from paraphrase_pipe.evaluate.report import write_report
+
+    unknown = [s for s in suite if s not in SUITES]
+    if unknown:
+        raise EvalError(f"--suite {unknown[0]!r}: choose from {', '.join(SUITES)}")
+    parts = list(dict.fromkeys(p for s in suite for p in SUITES[s]))
+    recall_lengths, ctx_lengths = _ints(lengths, "--lengths"), _ints(longctx_lengths, "--longctx-lengths")
+    bad = set(_names(synthetic_tasks)) - set(d.SYNTHETIC_TASKS)
+    if bad:
+        raise EvalError(f"--synthetic-tasks: unknown {sorted(bad)}; choose from {', '.join(d.SYNTHETIC_TASKS)}")
+    sources = {**d.JRT_DATASETS, **_pairs(recall_data, "--recall-data")}
+    jrt = _names(jrt_tasks) if jrt_tasks else list(_pairs(recall_data, "--recall-data") or d.JRT_DATASETS)
+    missing = [t for t in jrt if t not in sources]
+    if missing:
+        raise EvalError(f"JRT task {missing[0]!r} has no source: pass --recall-data {missing[0]}=PATH")
+    steps = {
+        "jrt": lambda m: recall_jrt.evaluate_jrt(m.model, m.tokenizer, m.name, {t: sources[t] for t in jrt},
+                                                 recall_lengths, limit, batch_size, recall_split),
+        "synthetic": lambda m: synthetic.evaluate_synthetic(m.model, m.tokenizer, m.name, _names(synthetic_tasks),
+                                                            recall_lengths, synthetic_n, seed, batch_tokens),
+        "commonsense": lambda m: commonsense.evaluate_commonsense(
+            m.model, m.tokenizer, m.name, _names(commonsense_tasks), limit, batch_size,
+            str(lm_eval_include) if lm_eval_include else None),
+        "longctx": lambda m: longctx.evaluate_longctx(m.model, m.tokenizer, m.name, longctx_data, ctx_lengths,
+                                                      longctx_windows, batch_tokens),
+    }
+    results = []
+    models, timings = [], []
+    for spec in model:
+        loaded = load_model(spec, device, dtype, tokenizer)
+        if loaded.name in {m["name"] for m in models}:
+            raise EvalError(f"two models are named {loaded.name!r}: label them with --model NAME=SPEC")
+        models.append({"name": loaded.name, "spec": spec, "n_params": loaded.n_params,
+                       "class": type(loaded.model).__name__, "dtype": str(next(loaded.model.parameters()).dtype),
+                       "device": str(next(loaded.model.parameters()).device)})
+        for part in parts:
+            start = time.perf_counter()
+            results += steps[part](loaded)
+            timings.append({"model": loaded.name, "suite": part, "seconds": round(time.perf_counter() - start, 3)})
+        del loaded
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    meta = {"models": models, "timings": timings, "versions": _versions(),
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}}
+    return write_report(results, Path(out), meta)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    versions = {"python": platform.python_version()}
+    for name in ("paraphrase-pipe", "torch", "transformers", "lm_eval", "datasets"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    if torch.cuda.is_available():
+        versions["gpu"] = torch.cuda.get_device_name()
+    return versions

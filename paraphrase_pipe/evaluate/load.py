@@ -1,0 +1,127 @@
+"""The models to compare: `--model [NAME=]SPEC`, SPEC a local directory or hub id (any Hugging Face causal LM,
+loaded with `AutoModelForCausalLM`; our hybrids register with the Auto classes on import) or `preset:NAME` (a
+randomly initialised model of `paraphrase_pipe.models`, for speed runs). NAME labels the model's column.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from paraphrase_pipe.evaluate.errors import EvalError
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    spec: str
+    model: torch.nn.Module
+    tokenizer: object
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """'name=path' -> (name, path); 'path' -> (its last path part, path)."""
+    name, sep, path = spec.partition("=")
+    if sep and name and "/" not in name:
+        return name, path
+    return spec.rstrip("/").rsplit("/", 1)[-1].removeprefix("preset:"), spec
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EvalError(f"--device {device}: no CUDA device here")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise EvalError(f"--dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(spec: str):
+    """A transformers tokenizer (generation and lm-eval need one), with a pad token."""
+    if spec.startswith("builtin:"):
+        from transformers import PreTrainedTokenizerFast
+
+        from paraphrase_pipe.tokenizer import TokenizerError
+        from paraphrase_pipe.tokenizer import load_tokenizer as load_backend
+
+        try:
+            loaded = load_backend(spec)
+        except TokenizerError as exc:
+            raise EvalError(str(exc)) from None
+        tok = PreTrainedTokenizerFast(tokenizer_object=loaded.backend, eos_token=loaded.eos_token or "<|endoftext|>")
+    else:
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(spec)
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message
+            raise EvalError(f"cannot load a tokenizer from {spec!r}{_offline()}: {type(exc).__name__}: {exc}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: str, device: str = "auto", dtype: str = "auto", tokenizer: str | None = None) -> LoadedModel:
+    name, path = split_spec(spec)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if path.startswith("preset:"):
+        model = _preset(path.removeprefix("preset:"))
+        if tokenizer is None:
+            raise EvalError(f"{spec}: a preset has no tokenizer; pass --tokenizer (e.g. builtin:gpt2)")
+    else:
+        model = _pretrained(path, dt)
+    model = model.to(device=dev, dtype=dt).eval()
+    return LoadedModel(name, spec, model, load_tokenizer(tokenizer or path))
+
+
+def _pretrained(path: str, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    _register_ours()
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
+        raise EvalError(f"{path}: no such model directory")
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(Path(path).expanduser()) if Path(path).expanduser().is_dir()
+                                                    else path, dtype=dtype)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message
+        raise EvalError(f"cannot load model {path!r}{_offline()}: {type(exc).__name__}: {exc}") from None
+
+
+def _preset(name: str):
+    _register_ours()
+    try:
+        from paraphrase_pipe.models import PRESETS, build_model
+    except ImportError as exc:
+        raise EvalError(f"preset:{name} needs paraphrase_pipe.models ({exc})") from None
+    if name not in PRESETS:
+        raise EvalError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return build_model(name)
+
+
+def _register_ours() -> None:
+    try:
+        import paraphrase_pipe.models  # noqa: F401 - registers HybridConfig / HybridForCausalLM with the Auto classes
+    except ModuleNotFoundError as exc:
+        if exc.name != "paraphrase_pipe.models":
+            raise
+
+
+def _offline() -> str:
+    return " (HF_HUB_OFFLINE=1: only local directories work)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""

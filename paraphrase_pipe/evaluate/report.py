@@ -1,0 +1,126 @@
+"""What a researcher puts in a paper: `results.json` (every number with its task, length, metric and n), a Markdown
+table that compares the models side by side, and PNG plots (recall and perplexity against context length, NLL
+by token position, commonsense accuracy per task).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RESULTS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Result:
+    """One number. `length` is the input length in tokens (None: not swept); `position` is a needle depth (0-1) or
+    the first token index of a position bucket (None: aggregated over positions)."""
+
+    model: str
+    suite: str
+    task: str
+    metric: str
+    value: float
+    n: int
+    length: int | None = None
+    position: float | None = None
+    stderr: float | None = None
+
+
+def write_report(results: list[Result], out: Path, meta: dict) -> dict[str, Path]:
+    """Write results.json, results.md and one PNG per suite; return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "markdown": out / "results.md"}
+    doc = {"version": RESULTS_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta,
+           "results": [asdict(r) for r in results]}
+    paths["json"].write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n")
+    paths["markdown"].write_text(markdown_table(results))
+    for suite, png in plot(results, out).items():
+        paths[f"plot_{suite}"] = png
+    return paths
+
+
+def markdown_table(results: list[Result]) -> str:
+    """One row per (suite, task, length, position, metric), one column per model, in first-seen order."""
+    models = list(dict.fromkeys(r.model for r in results))
+    cells: dict[tuple, dict[str, Result]] = defaultdict(dict)
+    for r in results:
+        cells[(r.suite, r.task, r.length, r.position, r.metric)][r.model] = r
+    lines = ["| suite | task | length | position | metric | n | " + " | ".join(models) + " |",
+             "|---|---|---:|---:|---|---:|" + "---:|" * len(models)]
+    for (suite, task, length, position, metric), row in cells.items():
+        n = "/".join(sorted({str(r.n) for r in row.values()}, key=int))
+        values = [_fmt(row[m]) if m in row else "–" for m in models]
+        lines.append(f"| {suite} | {task} | {_blank(length)} | {_blank(position)} | {metric} | {n} | "
+                     + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(r: Result) -> str:
+    text = f"{r.value:.4g}" if math.isfinite(r.value) else str(r.value)
+    return text + (f" ± {r.stderr:.2g}" if r.stderr is not None and math.isfinite(r.stderr) else "")
+
+
+def _blank(value) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def plot(results: list[Result], out: Path) -> dict[str, Path]:
+    """One figure per suite: a panel per (task, metric); lines over length (or position) per model, bars where a
+    task has no length axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = {}
+    for suite in dict.fromkeys(r.suite for r in results):
+        panels = _panels([r for r in results if r.suite == suite])
+        cols = min(3, len(panels))
+        rows = math.ceil(len(panels) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+        for ax, (title, (xlabel, series)) in zip(axes.flat, panels.items()):
+            _draw(ax, title, xlabel, series)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        written[suite] = out / f"{suite}.png"
+        fig.savefig(written[suite], dpi=120)
+        plt.close(fig)
+    return written
+
+
+def _panels(results: list[Result]) -> dict[str, tuple[str, dict[str, list[tuple[float, float]]]]]:
+    """{panel title: (x label, {model: [(x, y)]})}; the x axis is length when the task sweeps length, else the
+    position (needle depth or token bucket), else none (a bar per model)."""
+    panels: dict[str, tuple[str, dict]] = {}
+    for r in results:
+        if r.length is not None and r.position is None:
+            title, xlabel, x = f"{r.task} · {r.metric}", "input tokens", r.length
+        elif r.position is not None:
+            where = f" @ {r.length} tokens" if r.length is not None else ""
+            title, xlabel, x = f"{r.task} · {r.metric} by position{where}", "position", r.position
+        else:
+            title, xlabel, x = f"{r.task} · {r.metric}", "", None
+        panels.setdefault(title, (xlabel, defaultdict(list)))[1][r.model].append((x, r.value))
+    return panels
+
+
+def _draw(ax, title: str, xlabel: str, series: dict[str, list[tuple]]) -> None:
+    ax.set_title(title, fontsize=9)
+    if not xlabel:
+        names = list(series)
+        ax.bar(range(len(names)), [pts[0][1] for pts in series.values()], color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        return
+    for model, pts in series.items():
+        xs, ys = zip(*sorted(pts))
+        ax.plot(xs, ys, marker="o", label=model)
+    if xlabel == "input tokens" and len({p[0] for pts in series.values() for p in pts}) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.legend(fontsize=7)

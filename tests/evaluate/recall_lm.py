@@ -1,0 +1,78 @@
+"""A tiny causal LM whose logits implement in-context lookup (an explicit induction head).
+
+Why: the recall metrics must be checked against a real model whose right answer is known. `RecallLM`
+predicts, at every position, the token that followed the earlier position whose preceding tokens match the
+longest suffix (up to `ngram` tokens) of the context, the most recent one on ties, looking back at most
+`window` tokens (0 = unlimited). With an unlimited window it copies any value from its context
+(recall = 1.0); with a short window it cannot reach a far-away key and emits `fallback_token_id` (a
+newline) instead (recall = 0.0). It is an ordinary Hugging Face `PreTrainedModel`: `generate`,
+`save_pretrained`, `AutoModelForCausalLM.from_pretrained` and lm-eval's HF wrapper all work on it.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput
+
+
+class RecallLMConfig(PretrainedConfig):
+    model_type = "recall_lm_test"
+
+    def __init__(self, vocab_size=512, ngram=8, window=0, fallback_token_id=0, confidence=20.0, **kw):
+        self.vocab_size, self.ngram, self.window = vocab_size, ngram, window
+        self.fallback_token_id, self.confidence = fallback_token_id, confidence
+        super().__init__(**kw)
+
+
+class RecallLM(PreTrainedModel, GenerationMixin):
+    config_class = RecallLMConfig
+    main_input_name = "input_ids"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))  # a parameter so .device/.dtype work
+        self.post_init()
+
+    def _init_weights(self, module):
+        pass
+
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0, **_):
+        ids = input_ids
+        b, t = ids.shape
+        n, w = self.config.ngram, self.config.window
+        pos = torch.arange(t, device=ids.device)
+        if isinstance(logits_to_keep, torch.Tensor):
+            rows = logits_to_keep.to(ids.device)
+        else:
+            rows = pos[t - logits_to_keep:] if logits_to_keep else pos
+        allowed = pos[None, :] < rows[:, None]  # j < i, so the token after j is already in the context
+        if w:
+            allowed &= rows[:, None] - pos[None, :] <= w
+        if attention_mask is not None:
+            allowed = allowed & attention_mask[:, None, :].bool()
+        run = allowed.expand(b, len(rows), t).clone()  # the suffixes of length k + 1 ending at i and at j agree
+        length = torch.zeros(b, len(rows), t, dtype=torch.int32, device=ids.device)
+        for k in range(n):
+            shifted = torch.nn.functional.pad(ids, (k, 0), value=-1)[:, :t]
+            query = shifted[:, rows]
+            run &= (query[:, :, None] == shifted[:, None, :]) & (query[:, :, None] >= 0)
+            length += run
+        score = torch.where(length > 0, length * t + pos, -1)  # longest match, then the most recent
+        best, j = score.max(-1)
+        nxt = torch.gather(ids, 1, (j + 1).clamp(max=t - 1))
+        target = torch.where(best >= 0, nxt, torch.full_like(nxt, self.config.fallback_token_id))
+        logits = torch.zeros(b, len(rows), self.config.vocab_size, device=ids.device)
+        logits.scatter_(2, target[..., None], self.config.confidence)
+        return CausalLMOutput(logits=logits + 0 * self.dummy)
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls):
+        return False  # no cache: every step re-reads the whole context
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, logits_to_keep=0, **_):
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "logits_to_keep": logits_to_keep}
+
+
+AutoConfig.register(RecallLMConfig.model_type, RecallLMConfig)
+AutoModelForCausalLM.register(RecallLMConfig, RecallLM)
