@@ -17,7 +17,7 @@ from paraphrase_pipe.executors import get_executor
 from paraphrase_pipe.output.manifest import Manifest
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import discover, plan_tasks
-from paraphrase_pipe.tokenizer import load_tokenizer
+from paraphrase_pipe.tokenizer import load_tokenizer, resolve_tokenizer
 
 
 @dataclass
@@ -39,15 +39,20 @@ def _planned_records(tasks) -> int | None:
 
 def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = False, console: Console | None = None) -> BuildResult:
     console = console or Console(stderr=True)
-    out = Path(config.output)
     files = discover(config.input)
-    tokenizer = load_tokenizer(config.tokenizer)  # fail fast on a bad name, before any work
+    name, warning = resolve_tokenizer(config.tokenizer)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    config = config.model_copy(update={"tokenizer": name})  # the manifest and the hash record the real one
+    tokenizer = load_tokenizer(name)  # fail fast on a bad name, before any work
+    out = Path(config.output)
     result = BuildResult(out=out, dry_run=dry_run)
 
     manifest = None
     committed: frozenset[str] = frozenset()
     if not dry_run:
-        extra = {"tokenizer": {"name": tokenizer.name, "fingerprint": tokenizer.fingerprint}, "engine": config.engine}
+        extra = {"tokenizer": {"name": tokenizer.name, "fingerprint": tokenizer.fingerprint}, "engine": config.engine,
+                 "warnings": [warning] if warning else []}
         manifest = Manifest.open(out, config.data_fields(), config.config_hash(), extra, overwrite=overwrite)
         if manifest.complete:
             result.already_complete, result.counts = True, manifest.data["counts"]

@@ -5,9 +5,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from paraphrase_pipe.filters import FilterOptions
 from paraphrase_pipe.ids import stable_hash
+from paraphrase_pipe.stages.compose import NEEDS_PARAPHRASE, ComposeOptions, Layout
 from paraphrase_pipe.tokenizer import DEFAULT_TOKENIZER
 
 # Fields that change where or how fast a build runs, never which rows it produces.
@@ -29,7 +31,7 @@ class BuildConfig(BaseModel):
     max_doc_chars: int = Field(20_000_000, ge=1, description="longer documents are dead-lettered")
     # chunking
     chunk: int = Field(2048, ge=8, description="chunk length in tokens of `tokenizer`")
-    tokenizer: str = DEFAULT_TOKENIZER
+    tokenizer: str | None = Field(None, description=f"hub id / local dir / builtin:gpt2; None = {DEFAULT_TOKENIZER}")
     boundary_tolerance: float = Field(0.1, ge=0, lt=1, description="back off up to this fraction of `chunk` to end on a sentence/paragraph")
     tail: Literal["keep", "merge", "drop"] = "merge"
     min_chunk_tokens: int = Field(64, ge=1, description="shorter pieces are merged into the previous chunk or dead-lettered")
@@ -37,9 +39,10 @@ class BuildConfig(BaseModel):
     engine: str = "none"
     engine_options: dict[str, Any] = Field(default_factory=dict)
     # composition
-    layout: str = "orig"
-    compose_options: dict[str, Any] = Field(default_factory=dict)
-    filter_options: dict[str, Any] = Field(default_factory=dict)
+    layout: Layout = "orig"
+    mix: float = Field(0.0, ge=0, le=1, description="fraction of samples that are original-only replay (by chunk-id hash)")
+    compose_options: ComposeOptions = Field(default_factory=ComposeOptions)
+    filter_options: FilterOptions = Field(default_factory=FilterOptions)
     # output
     output: str = "out"
     shard_rows: int = Field(4096, ge=1, description="max rows per output shard")
@@ -59,6 +62,12 @@ class BuildConfig(BaseModel):
         if keep and len(keep) != len(value):
             raise ValueError("--sets takes either names to keep or '-Name' exclusions, not both")
         return value
+
+    @model_validator(mode="after")
+    def _layout_needs_engine(self) -> BuildConfig:
+        if self.engine == "none" and self.layout in NEEDS_PARAPHRASE:
+            raise ValueError(f"layout {self.layout!r} needs paraphrases; engine 'none' makes none (use --layout orig or repeat, or pick an engine)")
+        return self
 
     def data_fields(self) -> dict[str, Any]:
         return self.model_dump(exclude=RUNTIME_FIELDS)

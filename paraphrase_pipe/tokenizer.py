@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tokenizers import Tokenizer
 
@@ -40,15 +42,44 @@ def _gpt2_builtin():
     return GPT2TokenizerFast(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so an offline machine fails in seconds instead of a minute of download retries."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _hf_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)  # a local dir, or the hub cache
+    except Exception:  # noqa: BLE001 - not local: try the hub below
+        pass
+    if Path(name).exists() or not hub_reachable():
+        where = "a local directory that does not hold a tokenizer" if Path(name).exists() else "not cached and the Hugging Face hub is unreachable"
+        raise TokenizerError(f"cannot load tokenizer {name!r}: {where} (use a local dir or {BUILTIN_GPT2})")
+    try:
         return AutoTokenizer.from_pretrained(name)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1: only local directories work)" if offline else ""
-        raise TokenizerError(f"cannot load tokenizer {name!r}{hint}: {type(exc).__name__}: {exc}") from None
+        raise TokenizerError(f"cannot load tokenizer {name!r}: {type(exc).__name__}: {exc}") from None
+
+
+def resolve_tokenizer(name: str | None) -> tuple[str, str | None]:
+    """An explicit name is used as given. No name means the Mamba checkpoints' tokenizer, or — only when it cannot
+    be had (no cache, no hub) — the bundled GPT-2 BPE, with a warning that the build records."""
+    if name is not None:
+        return name, None
+    try:
+        load_tokenizer(DEFAULT_TOKENIZER)
+        return DEFAULT_TOKENIZER, None
+    except TokenizerError as exc:
+        return BUILTIN_GPT2, f"{exc}; falling back to {BUILTIN_GPT2} — pass --tokenizer to choose"
 
 
 @lru_cache(maxsize=8)

@@ -44,7 +44,8 @@ def read_output(out: Path, kind: str = "shards") -> pa.Table:
 
 def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=REPO, **kwargs)
+    kwargs.setdefault("cwd", REPO)
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc

@@ -50,3 +50,12 @@ def test_default_corpus_dry_run_recipe_and_inspect(tmp_path):
     counts = json.loads(run_cli("inspect", str(out), "--json").stdout)
     assert counts["documents"] == 12
     assert run_cli("inspect", str(tmp_path), check=False).returncode == 2
+
+
+def test_bare_build_runs_on_the_bundled_corpus(tmp_path):
+    """`paraphrase-pipe build --chunk 2048` works out of the box; offline, the default tokenizer falls back visibly."""
+    proc = run_cli("build", "--chunk", "2048", "--no-progress", cwd=tmp_path)
+    assert "falling back to builtin:gpt2" in proc.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["documents"] == 332 and manifest["counts"]["accepted"] > 332
+    assert manifest["config"]["tokenizer"] == "builtin:gpt2" and manifest["warnings"]
