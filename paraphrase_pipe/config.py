@@ -50,7 +50,7 @@ class BuildConfig(BaseModel):
     seed: int = 0
     # execution (not part of the config hash)
     executor: Literal["local", "ray", "dask"] = "local"
-    workers: int = Field(1, ge=1)
+    workers: int | None = Field(None, ge=1, description="local: processes (default: all cores); ray/dask: parallelism cap (default: the cluster)")
     ray_address: str | None = None
     dask_scheduler: str | None = None
     progress: bool = True

@@ -6,6 +6,7 @@ in-process on the local GPU) stays in this process: workers read/chunk and filte
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -33,7 +34,7 @@ def _back(rows, generation: dict) -> list[dict]:
 
 
 def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> None:
-    workers = pipeline.config.workers
+    workers = pipeline.config.workers or os.cpu_count() or 1
     if workers == 1 and pipeline.engine_placement == "worker":
         _init(pipeline)
         try:

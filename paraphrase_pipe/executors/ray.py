@@ -1,7 +1,8 @@
 """`ray`: Ray Data. CPU steps are `map_batches` tasks; a driver-placed engine (vLLM) becomes an actor pool with
 `num_gpus` per actor, as Ray Data LLM does; the driver consumes shard metadata as a stream and commits it.
 
-`--ray-address` joins an existing cluster; otherwise a local Ray is started with `--workers` CPUs.
+`--ray-address` joins an existing cluster; otherwise a local Ray is started with `--workers` CPUs (default: all).
+CPU steps run `--workers` wide (default: every CPU of the cluster).
 """
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
 
     _init_ray(pipeline)
     options = pipeline.config.engine_options
+    cpus = pipeline.config.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks], override_num_blocks=max(len(tasks), 1))
-    ds = ds.map_batches(_Front, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=pipeline.config.workers)
+    ds = ds.map_batches(_Front, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
     if pipeline.engine_placement == "driver":
         ds = ds.map_batches(
             _Engine,
@@ -79,9 +81,9 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
             num_cpus=float(options.get("num_cpus", 1)),
         )
     else:
-        ds = ds.map_batches(_Engine, fn_constructor_args=(pipeline,), batch_format="pyarrow", concurrency=pipeline.config.workers)
+        ds = ds.map_batches(_Engine, fn_constructor_args=(pipeline,), batch_format="pyarrow", concurrency=cpus)
     generation = pipeline.make_engine().identity()  # engine constructors are cheap: models load on first use
-    ds = ds.map_batches(_Back, fn_constructor_args=(pipeline, generation), batch_format="pyarrow", batch_size=None, concurrency=pipeline.config.workers)
+    ds = ds.map_batches(_Back, fn_constructor_args=(pipeline, generation), batch_format="pyarrow", batch_size=None, concurrency=cpus)
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         for meta in batch["meta"].to_pylist():
             on_shard(json.loads(meta))
