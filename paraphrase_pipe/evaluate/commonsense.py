@@ -22,7 +22,9 @@ def evaluate_commonsense(model, tokenizer, model_name: str, tasks=COMMONSENSE_TA
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=include_path)
+    manager = TaskManager(include_path=include_path, include_defaults=False) if include_path else None
+    if manager is None or not all(manager.match_tasks([t]) for t in tasks):
+        manager = TaskManager(include_path=include_path)  # indexing lm-eval's own tasks takes a while
     missing = [t for t in tasks if not manager.match_tasks([t])]
     if missing:
         raise EvalError(f"lm-eval knows no task {missing} (add task YAMLs with --lm-eval-include)")

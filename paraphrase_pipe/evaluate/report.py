@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 RESULTS_VERSION = 1
+_NOT_PLOTTED = {"input_tokens"}  # in the table, not worth a panel
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def _blank(value) -> str:
 
 def plot(results: list[Result], out: Path) -> dict[str, Path]:
     """One figure per suite: a panel per (task, metric); lines over length (or position) per model, bars where a
-    task has no length axis."""
+    task has no length axis. Every number, plotted or not, is in results.json and results.md."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,12 +97,20 @@ def plot(results: list[Result], out: Path) -> dict[str, Path]:
 
 def _panels(results: list[Result]) -> dict[str, tuple[str, dict[str, list[tuple[float, float]]]]]:
     """{panel title: (x label, {model: [(x, y)]})}; the x axis is length when the task sweeps length, else the
-    position (needle depth or token bucket), else none (a bar per model)."""
+    position (needle depth or token bucket, drawn at the longest length only), else none (a bar per model)."""
+    longest: dict[tuple, int] = {}
+    for r in results:
+        if r.position is not None and r.length is not None:
+            longest[(r.task, r.metric)] = max(r.length, longest.get((r.task, r.metric), r.length))
     panels: dict[str, tuple[str, dict]] = {}
     for r in results:
+        if r.metric in _NOT_PLOTTED:
+            continue
         if r.length is not None and r.position is None:
             title, xlabel, x = f"{r.task} · {r.metric}", "input tokens", r.length
         elif r.position is not None:
+            if r.length is not None and r.length != longest[(r.task, r.metric)]:
+                continue
             where = f" @ {r.length} tokens" if r.length is not None else ""
             title, xlabel, x = f"{r.task} · {r.metric} by position{where}", "position", r.position
         else:
@@ -122,5 +131,7 @@ def _draw(ax, title: str, xlabel: str, series: dict[str, list[tuple]]) -> None:
         ax.plot(xs, ys, marker="o", label=model)
     if xlabel == "input tokens" and len({p[0] for pts in series.values() for p in pts}) > 1:
         ax.set_xscale("log", base=2)
+    if "perplexity" in title:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel, fontsize=8)
     ax.legend(fontsize=7)

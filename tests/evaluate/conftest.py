@@ -3,7 +3,8 @@
 - `copy_dir`: RecallLM with an unlimited window — copies any value from its context (recall 1.0);
 - `blind_dir`: RecallLM that sees only the last 4 tokens — cannot recall anything (recall 0.0);
 - `llama_dir`: a random-weight LlamaForCausalLM (attention, honours padding masks);
-- `mamba_dir`: a random-weight MambaForCausalLM (recurrent: its batches must not mix prompt lengths).
+- `mamba_dir`: a random-weight MambaForCausalLM (recurrent; it masks padding out of its state);
+- `gpt2_dir`: a random-weight GPT2LMHeadModel (absolute positions: left padding shifts them).
 Each is saved with its tokenizer, so it loads with `AutoModelForCausalLM.from_pretrained(dir)` like a real one.
 """
 
@@ -96,6 +97,16 @@ def mamba_dir(tokenizer, tmp_path_factory) -> Path:
     config = MambaConfig(vocab_size=len(tokenizer), hidden_size=64, state_size=8, num_hidden_layers=2,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return _save(MambaForCausalLM(config), tokenizer, tmp_path_factory.mktemp("mamba"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tokenizer, tmp_path_factory) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=2, n_positions=1024,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return _save(GPT2LMHeadModel(config), tokenizer, tmp_path_factory.mktemp("gpt2"))
 
 
 @pytest.fixture(scope="session")
