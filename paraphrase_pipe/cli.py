@@ -124,6 +124,7 @@ def inspect(
 
 # Commands of the other areas register below (one line each).
 app.command("train")(__import__("paraphrase_pipe.train.command", fromlist=["train"]).train)
+app.command("eval")(__import__("paraphrase_pipe.evaluate.command", fromlist=["eval_command"]).eval_command)
 
 
 def main() -> None:
