@@ -88,7 +88,20 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", tokenizer: 
     else:
         model = _pretrained(path, dt)
     model = model.to(device=dev, dtype=dt).eval()
-    return LoadedModel(name, spec, model, load_tokenizer(tokenizer or path))
+    tok = load_tokenizer(tokenizer or path)
+    vocab = _vocab_size(model)
+    if vocab and len(tok) > vocab:
+        raise EvalError(f"{spec}: the tokenizer has {len(tok)} tokens but the model only {vocab} embeddings "
+                        "(pass the model's own tokenizer with --tokenizer)")
+    return LoadedModel(name, spec, model, tok)
+
+
+def _vocab_size(model) -> int | None:
+    try:
+        embedding = model.get_input_embeddings()
+    except NotImplementedError:  # a model without an embedding table
+        embedding = None
+    return getattr(embedding, "num_embeddings", None) or getattr(model.config, "vocab_size", None)
 
 
 def _pretrained(path: str, dtype: torch.dtype):

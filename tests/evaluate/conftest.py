@@ -39,7 +39,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(_corpus(), vocab_size=600, min_frequency=2, special_tokens=["<|endoftext|>"],
+    bpe.train_from_iterator(_corpus(), vocab_size=512, min_frequency=2, special_tokens=["<|endoftext|>"],
                             show_progress=False)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
                                   pad_token="<|endoftext|>")
