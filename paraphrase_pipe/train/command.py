@@ -49,7 +49,7 @@ def train(
     schedule: Optional[str] = typer.Option(None, help="cosine | wsd | constant"),
     warmup_steps: Optional[int] = typer.Option(None, help="LR re-warm steps"),
     replay: Optional[float] = typer.Option(None, help="fraction of samples from the un-paraphrased `original` column"),
-    val_data: Optional[list[str]] = typer.Option(None, "--val-data", help="held-out build dir(s) (default: a doc_id split)"),
+    val_data: Optional[str] = typer.Option(None, help="held-out build dir (default: a doc_id split of the first --data)"),
     precision: Optional[str] = typer.Option(None, help="bf16 (autocast, fp32 master weights) | fp32"),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile each block"),
     activation_checkpointing: Optional[bool] = typer.Option(None, "--activation-checkpointing/--no-activation-checkpointing"),
@@ -71,7 +71,7 @@ def train(
 
     flags = dict(data=data or None, weights=_weights(weights), model=model, output=output, tokenizer=tokenizer,
                  seq_len=seq_len, micro_batch=micro_batch, batch_tokens=batch_tokens, steps=steps, tokens=tokens,
-                 lr=lr, schedule=schedule, warmup_steps=warmup_steps, replay=replay, val_data=val_data or None,
+                 lr=lr, schedule=schedule, warmup_steps=warmup_steps, replay=replay, val_data=val_data,
                  precision=precision, compile=compile, activation_checkpointing=activation_checkpointing,
                  distributed=distributed, device=device, seed=seed, save_every=save_every, eval_every=eval_every,
                  cache_dir=cache_dir, resume=resume, progress=False if no_progress else None)

@@ -25,7 +25,7 @@ class TrainConfig(BaseModel):
     data: list[str] = Field(default_factory=list, description="build output dirs; 'DIR:column' reads another column")
     weights: list[float] | None = Field(None, description="sampling weight of each --data (default: equal)")
     replay: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of samples drawn from the `original` column")
-    val_data: list[str] = Field(default_factory=list, description="held-out build dirs (default: split by doc_id)")
+    val_data: str | None = Field(None, description="held-out build dir (default: documents of the first --data, by doc_id)")
     val_fraction: float = Field(0.02, ge=0.0, lt=1.0, description="share of documents held out, by doc_id hash")
     val_sequences: int = Field(64, ge=1, description="held-out windows per validation pass (all ranks)")
     cache_dir: str | None = Field(None, description="token cache when the build dir is read-only")

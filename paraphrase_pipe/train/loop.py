@@ -22,7 +22,7 @@ from paraphrase_pipe.train.data import (DataError, Source, TextTokenizer, held_o
                                         tokenize_source)
 from paraphrase_pipe.train.metrics import METRICS, Metrics, plot
 from paraphrase_pipe.train.loss import IGNORE
-from paraphrase_pipe.train.model import CausalLMLoss, blocks, is_preset, load_model, tokenizer_source
+from paraphrase_pipe.train.model import CausalLMLoss, blocks, load_model, tokenizer_source
 from paraphrase_pipe.train.packing import Mixture, PackedWindows, collate, make_sample, rank_slice
 from paraphrase_pipe.train.schedule import lr_at
 
@@ -90,20 +90,21 @@ def _tokenize_all(sources: list[Source], tok: TextTokenizer, cfg: TrainConfig, e
 
 
 def build_data(cfg: TrainConfig, tok: TextTokenizer, env: distributed.Env) -> tuple[Mixture, PackedWindows | None]:
+    """Training mixture, and validation windows: `val_data`, else the held-out documents of the first source."""
     sources, weights = data_sources(cfg)
     tokenized = _tokenize_all(sources, tok, cfg, env)
-    train = []
-    for t in tokenized:
-        rows = np.arange(len(t.doc_hash))
-        train.append(rows if cfg.val_data else rows[~held_out(t.doc_hash, cfg.val_fraction)])
+    train = [np.arange(len(t.doc_hash)) if cfg.val_data else np.flatnonzero(~held_out(t.doc_hash, cfg.val_fraction))
+             for t in tokenized]
+    mixture = Mixture([PackedWindows(t.tokens, t.offsets, rows, cfg.seq_len, seed=cfg.seed)
+                       for t, rows in zip(tokenized, train)], weights, cfg.seed)
     if cfg.val_data:
-        val_tok = _tokenize_all([Source.parse(d) for d in cfg.val_data], tok, cfg, env)
-        val_parts = [(t, np.arange(len(t.doc_hash))) for t in val_tok]
-    else:  # held-out documents of the main (non-replay) sources
-        val_parts = [(t, np.flatnonzero(held_out(t.doc_hash, cfg.val_fraction))) for t in tokenized[:len(cfg.data)]]
-    windows = [PackedWindows(t.tokens, t.offsets, rows, cfg.seq_len, seed=cfg.seed) for t, rows in zip(tokenized, train)]
-    val = [PackedWindows(t.tokens, t.offsets, rows, cfg.seq_len) for t, rows in val_parts]
-    return Mixture(windows, weights, cfg.seed), (val[0] if val and len(val[0]) else None)
+        held = _tokenize_all([Source.parse(cfg.val_data)], tok, cfg, env)[0]
+        val = PackedWindows(held.tokens, held.offsets, np.arange(len(held.doc_hash)), cfg.seq_len)
+    else:
+        held = tokenized[0]
+        val = PackedWindows(held.tokens, held.offsets, np.flatnonzero(held_out(held.doc_hash, cfg.val_fraction)),
+                            cfg.seq_len)
+    return mixture, val if len(val) else None
 
 
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -117,7 +118,7 @@ def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def build_module(cfg: TrainConfig, vocab_size: int, env: distributed.Env) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(HF model, wrapped loss module): fp32 master weights, optional checkpointing / compile, DDP or FSDP."""
-    model = load_model(cfg.model, vocab_size if is_preset(cfg.model) else None, cfg.model_overrides)
+    model = load_model(cfg.model, vocab_size, cfg.model_overrides)
     module = CausalLMLoss(model, cfg.loss_chunk).to(env.device)
     layers = blocks(model)
     if cfg.activation_checkpointing:
@@ -218,6 +219,10 @@ def _train(cfg: TrainConfig, env: distributed.Env) -> dict:
         distributed.barrier(env)
 
     val_loss, seen = None, 0.0  # seen: targets (all ranks) since the last log row
+    if start == 0 and cfg.eval_every and val is not None:  # the starting point of the curve
+        val_loss = validate(module, val, cfg, env, autocast)
+        if env.main:
+            metrics.log({"step": 0, "tokens": 0, "val_loss": val_loss})
     window = torch.zeros((), dtype=torch.float64, device=env.device)  # this rank's loss sum since then
     for step in range(start, plan.steps):
         torch.manual_seed(cfg.seed * 1_000_003 + step * env.world + env.rank)

@@ -22,9 +22,9 @@ def _chunk(h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, need_grad: bool):
     loss = ((lse - logits.gather(1, tgt[:, None]).squeeze(1)) * valid).sum()
     if not need_grad:
         return loss, None
-    grad = logits.sub_(lse[:, None]).exp_()
-    grad[torch.arange(len(t), device=t.device), tgt] -= 1.0
-    return loss, (grad * valid[:, None]).to(h.dtype)
+    grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+    grad.scatter_add_(1, tgt[:, None], torch.full_like(lse[:, None], -1.0))
+    return loss, grad.mul_(valid[:, None]).to(h.dtype)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

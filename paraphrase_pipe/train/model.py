@@ -20,46 +20,48 @@ class ModelError(ValueError):
     """A model name or config that cannot be loaded or trained; printed without a traceback."""
 
 
-def _presets() -> dict:
-    try:
-        from paraphrase_pipe.models import PRESETS
-    except ImportError:
-        return {}
-    return PRESETS
-
-
 def is_preset(spec: str) -> bool:
-    return spec in _presets()
+    from paraphrase_pipe.models import PRESETS
+
+    return spec in PRESETS
+
+
+def _offline_hint() -> str:
+    return " (HF_HUB_OFFLINE=1: only local directories and presets work)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
 
 
 def load_model(spec: str, vocab_size: int | None = None, overrides: dict | None = None) -> nn.Module:
-    """A preset (fresh weights, vocab sized to the tokenizer) or pretrained weights, in fp32 (master weights)."""
+    """fp32 (master) weights of: a preset (fresh, vocab sized to the tokenizer), our own or a state-spaces /
+    transformers Mamba checkpoint (`paraphrase_pipe.models.build_model`), else any HF causal LM."""
+    from paraphrase_pipe.models import PRESETS, build_model
+
     overrides = dict(overrides or {})
-    if is_preset(spec):
-        from paraphrase_pipe.models import build_model
-
-        if vocab_size is not None:
-            overrides.setdefault("vocab_size", vocab_size)
-        return build_model(spec, **overrides).float()
-    if overrides:
-        raise ModelError("model_overrides apply to presets only; edit the checkpoint's config.json instead")
+    if spec in PRESETS and vocab_size is not None:
+        overrides.setdefault("vocab_size", vocab_size)
     try:
-        import paraphrase_pipe.models  # noqa: F401 - registers the hybrid classes with the Auto* factories
-    except ImportError:
-        pass
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=torch.float32)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message
-        offline = " (HF_HUB_OFFLINE=1: only local directories and presets work)" if os.environ.get(
-            "HF_HUB_OFFLINE") == "1" else ""
-        known = f"; presets: {', '.join(sorted(_presets()))}" if _presets() else ""
-        raise ModelError(f"cannot load model {spec!r}{offline}: {type(exc).__name__}: {exc}{known}") from None
+        model = build_model(spec, **overrides)
+    except ValueError as err:
+        if "model_type" not in str(err):  # a model of another family: let transformers try
+            raise ModelError(f"cannot load model {spec!r}: {err}{_offline_hint()}; presets: "
+                             f"{', '.join(sorted(PRESETS))}") from None
+        model = _hf_model(spec, overrides)
+    except (OSError, TypeError) as err:
+        raise ModelError(f"cannot load model {spec!r}: {err}{_offline_hint()}") from None
     if vocab_size is not None and model.get_input_embeddings().num_embeddings < vocab_size:
         raise ModelError(f"model {spec!r} has {model.get_input_embeddings().num_embeddings} embeddings, "
                          f"the tokenizer {vocab_size} ids")
-    return model
+    return model.float()
+
+
+def _hf_model(spec: str, overrides: dict) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    if overrides:
+        raise ModelError("model_overrides apply to paraphrase_pipe.models models only")
+    try:
+        return AutoModelForCausalLM.from_pretrained(spec, dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message
+        raise ModelError(f"cannot load model {spec!r}{_offline_hint()}: {type(exc).__name__}: {exc}") from None
 
 
 def tokenizer_source(spec: str) -> str | None:
@@ -80,8 +82,27 @@ def blocks(model: nn.Module) -> list[nn.Module]:
     return list(max(lists, key=lambda m: sum(p.numel() for p in m.parameters())))
 
 
-def _takes(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
+def final_hidden(model: nn.Module, input_ids: torch.Tensor, seq_idx: torch.Tensor | None) -> torch.Tensor:
+    """Hidden states after the final norm (what the LM head reads), without computing the head.
+
+    `HybridForCausalLM` (embedding -> blocks with a sequence context -> norm), mamba_ssm's `MambaLMHeadModel`
+    (`backbone(input_ids, seq_idx=...)`) and any Hugging Face causal LM (`base_model`, no document ids).
+    """
+    if hasattr(model, "_context") and hasattr(model, "_embed"):  # paraphrase_pipe.models.HybridForCausalLM
+        hidden = model._embed(input_ids, None)
+        ctx = model._context(hidden.shape[0], hidden.shape[1], hidden.device, seq_idx, None)
+        return model.backbone(hidden, ctx)[0]
+    if not hasattr(model, "base_model"):  # mamba_ssm MambaLMHeadModel: mixer kwargs reach Mamba2 layers
+        return model.backbone(input_ids, **({"seq_idx": seq_idx.int()} if seq_idx is not None else {}))
+    return model.base_model(input_ids)[0]
+
+
+def head_weight(model: nn.Module) -> torch.Tensor | None:
+    """The LM head's weight if it is a plain bias-free linear map (else the fused loss does not apply)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else getattr(model, "lm_head")
+    config = getattr(model, "config", None)
+    scaled = any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+    return head.weight if isinstance(head, nn.Linear) and head.bias is None and not scaled else None
 
 
 class CausalLMLoss(nn.Module):
@@ -91,17 +112,14 @@ class CausalLMLoss(nn.Module):
         super().__init__()
         self.model = model
         self.loss_chunk = loss_chunk
-        head = model.get_output_embeddings()
-        plain_head = isinstance(head, nn.Linear) and head.bias is None and not any(
-            getattr(model.config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
-        self.fused = plain_head and loss_chunk > 0
-        self.seq_idx = _takes((model.base_model if self.fused else model).forward, "seq_idx")
+        self.fused = loss_chunk > 0 and head_weight(model) is not None
+        self.docs = "seq_idx" in inspect.signature(model.forward).parameters
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, seq_idx: torch.Tensor | None = None):
-        kwargs = {"seq_idx": seq_idx} if self.seq_idx and seq_idx is not None else {}
+        seq_idx = seq_idx if self.docs else None
         if self.fused:
-            hidden = self.model.base_model(input_ids, **kwargs)[0]
-            weight = self.model.get_output_embeddings().weight
-            return linear_cross_entropy(hidden.flatten(0, 1), weight, targets.flatten(), self.loss_chunk)
-        logits = self.model(input_ids, **kwargs).logits
+            hidden = final_hidden(self.model, input_ids, seq_idx)
+            return linear_cross_entropy(hidden.flatten(0, 1), head_weight(self.model), targets.flatten(),
+                                        self.loss_chunk)
+        logits = self.model(input_ids, **({"seq_idx": seq_idx} if seq_idx is not None else {})).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")

@@ -1,5 +1,5 @@
 """Fixtures: a small build output (manifest.json + Arrow IPC file shards, the build's contract) made from the
-bundled sample corpus, and a tiny randomly initialised causal LM saved with `save_pretrained`."""
+bundled sample corpus with pyarrow (several shards, for the data-layer tests), and a tiny hybrid model dir."""
 from __future__ import annotations
 
 import hashlib
@@ -57,13 +57,12 @@ def built(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
+    """A tiny sequential hybrid (Mamba-2 + attention) with the GPT-2 vocabulary, saved as a model directory."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from paraphrase_pipe.models import build_model
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True, bos_token_id=50256, eos_token_id=50256)
     path = tmp_path_factory.mktemp("model")
-    LlamaForCausalLM(cfg).save_pretrained(path)
+    build_model("sequential-tiny", vocab_size=50257).save_pretrained(path)
     return path
