@@ -93,6 +93,7 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
 
     result.elapsed_s = time.time() - started
     if manifest is not None:
+        manifest.remove_orphans()  # temp/unlisted files of workers killed mid-write (their work was re-run)
         manifest.finish({"elapsed_s": round(result.elapsed_s, 3), "executor": config.executor, "workers": config.workers, **totals})
         result.counts = manifest.data["counts"]
     else:

@@ -30,8 +30,21 @@ class _Front:
         return pa.concat_tables(tables)
 
 
+class _Whole:
+    """A worker-placed engine (none, HTTP clients) is cheap: each CPU actor runs whole tasks with its own engine, so
+    shards commit as tasks finish (no stage waits for the previous one) and a killed actor re-runs only its task."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.engine = pipeline.make_engine()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        tasks = [Task.from_dict(json.loads(t)) for t in batch["task"].to_pylist()]
+        return _meta_table([meta for task in tasks for meta in self.pipeline.run_task(task, self.engine)])
+
+
 class _Engine:
-    """One engine per actor (GPU engines) or per worker process (clients)."""
+    """One engine per actor (GPU engines)."""
 
     def __init__(self, pipeline: Pipeline):
         self.pipeline = pipeline
@@ -69,8 +82,10 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
     options = pipeline.config.engine_options
     cpus = pipeline.config.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks], override_num_blocks=max(len(tasks), 1))
-    ds = ds.map_batches(_Front, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
-    if pipeline.engine_placement == "driver":
+    if pipeline.engine_placement == "worker":
+        ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
+    else:
+        ds = ds.map_batches(_Front, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
         ds = ds.map_batches(
             _Engine,
             fn_constructor_args=(pipeline,),
@@ -80,10 +95,8 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
             num_gpus=float(options.get("num_gpus", options.get("tensor_parallel_size", 1))),
             num_cpus=float(options.get("num_cpus", 1)),
         )
-    else:
-        ds = ds.map_batches(_Engine, fn_constructor_args=(pipeline,), batch_format="pyarrow", concurrency=cpus)
-    generation = pipeline.make_engine().identity()  # engine constructors are cheap: models load on first use
-    ds = ds.map_batches(_Back, fn_constructor_args=(pipeline, generation), batch_format="pyarrow", batch_size=None, concurrency=cpus)
+        generation = pipeline.make_engine().identity()  # engine constructors are cheap: models load on first use
+        ds = ds.map_batches(_Back, fn_constructor_args=(pipeline, generation), batch_format="pyarrow", batch_size=None, concurrency=cpus)
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         for meta in batch["meta"].to_pylist():
             on_shard(json.loads(meta))

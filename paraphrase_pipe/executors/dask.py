@@ -1,0 +1,91 @@
+"""`dask`: dask.distributed futures over the tasks, for Slurm/HPC sites that run Dask.
+
+Each task runs whole on a worker (read -> chunk -> paraphrase -> filter -> compose -> commit); the LLM calls go
+to vLLM servers through a worker-placed engine (`openai`), one engine per worker process. Futures (rather than
+one bag computed at the end) let the driver record every shard in the manifest as soon as it is committed, so a
+preempted job resumes from its last shard. A lost worker's tasks are re-run by the scheduler; content-named
+shards and the manifest's id check keep that exactly-once.
+
+`--dask-scheduler ADDRESS` joins a running cluster (e.g. one started by dask-jobqueue); otherwise a LocalCluster
+of `--workers` single-threaded worker processes (default: one per core) is started on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from itertools import islice
+
+from paraphrase_pipe.config import BuildConfig, ConfigError
+from paraphrase_pipe.engines import Engine
+from paraphrase_pipe.pipeline import Pipeline
+from paraphrase_pipe.sources import Task
+
+CONNECT_TIMEOUT_S = 30
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def _engine(pipeline: Pipeline) -> Engine:
+    """This worker process's engine for the pipeline's engine config (created on first use, then reused)."""
+    key = json.dumps([pipeline.config.engine, pipeline.config.engine_options], sort_keys=True, default=str)
+    with _lock:
+        if key not in _engines:
+            _engines[key] = pipeline.make_engine()
+        return _engines[key]
+
+
+def _run_task(pipeline: Pipeline, task: Task) -> list[dict]:
+    return pipeline.run_task(task, _engine(pipeline))
+
+
+def _close_engines() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.close()
+        _engines.clear()
+
+
+@contextmanager
+def _client(config: BuildConfig):
+    from dask.distributed import Client, LocalCluster
+
+    if config.dask_scheduler:
+        try:
+            client = Client(config.dask_scheduler, timeout=CONNECT_TIMEOUT_S)
+        except OSError as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {config.dask_scheduler}: {exc}") from None
+        with client:
+            yield client
+        return
+    cluster = LocalCluster(
+        n_workers=config.workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> None:
+    from dask.distributed import as_completed
+
+    if pipeline.engine_placement != "worker":
+        raise ConfigError(
+            f"engine {pipeline.config.engine!r} runs the model in-process, which the dask executor does not place; "
+            "serve the model with vLLM and use the 'openai' engine, or use --executor local/ray"
+        )
+    with _client(pipeline.config) as client:
+        shared = client.scatter(pipeline, broadcast=True)  # the committed-id set travels once per worker
+
+        def submit(batch: Iterable[Task]) -> list:
+            return [client.submit(_run_task, shared, task, pure=False) for task in batch]
+
+        todo = iter(tasks)
+        in_flight = as_completed(submit(islice(todo, pipeline.config.workers or len(tasks))))  # `--workers` caps it
+        try:
+            for future in in_flight:
+                for meta in future.result():
+                    on_shard(meta)
+                in_flight.update(submit(islice(todo, 1)))
+        finally:
+            client.run(_close_engines)
