@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from paraphrase_pipe.card import CardError, write_card
 from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.executors import get_executor
 from paraphrase_pipe.output.manifest import Manifest
@@ -95,6 +96,10 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
     if manifest is not None:
         manifest.remove_orphans()  # temp/unlisted files of workers killed mid-write (their work was re-run)
         manifest.finish({"elapsed_s": round(result.elapsed_s, 3), "executor": config.executor, "workers": config.workers, **totals})
+        try:
+            write_card(out)
+        except CardError as exc:
+            console.print(f"[yellow]no data card:[/] {exc}")
         result.counts = manifest.data["counts"]
     else:
         result.counts = totals

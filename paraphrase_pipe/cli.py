@@ -62,6 +62,8 @@ def build(
     sample_fraction: Optional[float] = typer.Option(None, help="keep this deterministic fraction of documents"),
     engine: Optional[str] = typer.Option(None, help="paraphrase engine [default: none]"),
     shard_rows: Optional[int] = typer.Option(None, help="max rows per shard"),
+    layout: Optional[str] = typer.Option(None, help="sample text: orig+para | para+orig | para | orig | repeat [default: orig]"),
+    mix: Optional[float] = typer.Option(None, help="fraction of samples that are original-only replay, 0-1 [default: 0]"),
     dry_run: bool = typer.Option(False, "--dry-run", help="count documents/chunks/tokens, write nothing"),
     overwrite: bool = typer.Option(False, help="discard an existing build with another configuration"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar (batch logs)"),
@@ -74,7 +76,7 @@ def build(
         config = resolve_config(
             recipe, chunk=chunk, input=input or None, output=output, tokenizer=tokenizer, executor=executor,
             workers=workers, ray_address=ray_address, dask_scheduler=dask_scheduler, limit=limit, sets=sets or None,
-            sample_fraction=sample_fraction, engine=engine, shard_rows=shard_rows,
+            sample_fraction=sample_fraction, engine=engine, shard_rows=shard_rows, layout=layout, mix=mix,
             progress=False if no_progress else None,
         )
         result = run_build(config, dry_run=dry_run, overwrite=overwrite)
@@ -125,6 +127,7 @@ def inspect(
 # Commands of the other areas register below (one line each).
 app.command("train")(__import__("paraphrase_pipe.train.command", fromlist=["train"]).train)
 app.command("eval")(__import__("paraphrase_pipe.evaluate.command", fromlist=["eval_command"]).eval_command)
+app.command("card")(__import__("paraphrase_pipe.card", fromlist=["command"]).command)
 
 
 def main() -> None:

@@ -19,7 +19,9 @@ from paraphrase_pipe.schema import row_key
 from paraphrase_pipe.sources import Task, read_task
 from paraphrase_pipe.stages.chunk import chunk_documents
 from paraphrase_pipe.stages.compose import compose_rows
+from paraphrase_pipe.stages.filter import filter_rows
 from paraphrase_pipe.stages.paraphrase import paraphrase_rows
+from paraphrase_pipe.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Pipeline:
         return paraphrase_rows(rows, engine)
 
     def back(self, rows: pa.Table, generation: dict) -> list[dict]:
+        if self.config.engine != "none":  # the gates compare a paraphrase with its source; `none` makes no paraphrase
+            rows = filter_rows(rows, self.config.filter_options, load_tokenizer(self.config.tokenizer))
         rows = compose_rows(rows, self.config, generation)
         return write_rows(rows, Path(self.config.output), self.config.shard_rows, dry_run=self.dry_run)
 

@@ -1,20 +1,77 @@
-"""Training-sample composition: the `text` column trainers read, built from the original and its paraphrase."""
+"""Training-sample composition: the `text` column trainers read, built from the original and its paraphrase.
+
+Layouts (what one sample's text is):
+  orig+para  original, separator, paraphrase      (the paper's pairing: the model relates a text to its rewrite)
+  para+orig  paraphrase, separator, original
+  para       paraphrase only
+  orig       original only                        (the baseline; also every replay sample)
+  repeat     original, separator, original        (controls for "seeing the text twice" without a rewrite)
+`mix` turns that fraction of samples into original-only replay samples, chosen by a hash of the chunk id (same
+rows whatever the executor or worker count). `text_tokens` counts the composed text with the build tokenizer, so
+the manifest counts training tokens. Original, paraphrase and scores stay in their own columns.
+"""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
 
-from paraphrase_pipe.config import BuildConfig
-from paraphrase_pipe.ids import sample_id
+from paraphrase_pipe.ids import sample_id, stable_hash
 from paraphrase_pipe.schema import ROW_SCHEMA, conform
+from paraphrase_pipe.tokenizer import LoadedTokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from paraphrase_pipe.config import BuildConfig
+
+Layout = Literal["orig+para", "para+orig", "para", "orig", "repeat"]
+PARTS: dict[str, tuple[str, ...]] = {
+    "orig+para": ("original", "paraphrase"),
+    "para+orig": ("paraphrase", "original"),
+    "para": ("paraphrase",),
+    "orig": ("original",),
+    "repeat": ("original", "original"),
+}
+NEEDS_PARAPHRASE = frozenset(name for name, parts in PARTS.items() if "paraphrase" in parts)
+REPLAY_LAYOUT = "orig"
 
 
-def compose_rows(rows: pa.Table, config: BuildConfig, generation: dict) -> pa.Table:
+class ComposeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    separator: str = "\n\n"  # between the two parts of orig+para, para+orig and repeat
+
+
+def compose_text(row: dict, layout: str, separator: str) -> str:
+    return separator.join(row[part] for part in PARTS[layout])
+
+
+def is_replay(chunk: str, mix: float, seed: int) -> bool:
+    """Deterministic by id: a uniform number in [0, 1) from the chunk id's hash, below `mix`."""
+    return mix > 0 and int(stable_hash(chunk, "replay", seed, size=8), 16) / 2**64 < mix
+
+
+def compose_rows(rows: pa.Table, config: BuildConfig, generation: dict, tokenizer: LoadedTokenizer | None = None) -> pa.Table:
+    tok = tokenizer or load_tokenizer(config.tokenizer)
+    separator = config.compose_options.separator
     live_mask = pc.is_null(rows["reject_reason"])
     live = rows.filter(live_mask).to_pylist()
     for row in live:
-        row["layout"] = config.layout
-        row["text"] = row["original"]
-        row["sample_id"] = sample_id(row["chunk_id"], layout=config.layout, generation=generation)
-    done = conform(pa.Table.from_pylist(live, schema=rows.schema), ROW_SCHEMA)
-    return pa.concat_tables([rows.filter(pc.invert(live_mask)), done])
+        layout = REPLAY_LAYOUT if is_replay(row["chunk_id"], config.mix, config.seed) else config.layout
+        if layout in NEEDS_PARAPHRASE and row["paraphrase"] is None:
+            row.update(reject_stage="compose", reject_reason="no_paraphrase", reject_detail=f"layout {layout} needs a paraphrase")
+            continue
+        row["layout"] = layout
+        row["text"] = compose_text(row, layout, separator)
+        row["sample_id"] = sample_id(row["chunk_id"], layout=layout, generation=generation)
+    composed = [row for row in live if row["reject_reason"] is None]
+    counts = iter(tok.count([row["text"] for row in composed]))
+    for row in live:
+        row["text_tokens"] = next(counts) if row["reject_reason"] is None else None
+    schema = rows.schema.append(pa.field("text_tokens", pa.int32())) if "text_tokens" not in rows.column_names else rows.schema
+    done = conform(pa.Table.from_pylist(live, schema=schema), ROW_SCHEMA)
+    rest = rows.filter(pc.invert(live_mask))
+    if "text_tokens" not in rest.column_names:
+        rest = rest.append_column("text_tokens", pa.nulls(len(rest), pa.int32()))
+    return pa.concat_tables([conform(rest, ROW_SCHEMA), done], promote_options="default")

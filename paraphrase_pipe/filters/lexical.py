@@ -1,0 +1,60 @@
+"""Lexical overlap band: ROUGE-L F1 between the lower-cased word sequences of original and paraphrase
+(words = runs of letters/digits, so `__mod__` is `mod`, as in the rouge-score package).
+
+Too high means a near copy (the model learns nothing new from the pair), too low means the rewrite kept little
+of the source's wording — with a semantic score that is still high this is a bold paraphrase, with a low one it
+is unfaithful. The longest common subsequence uses the bit-parallel algorithm (Allison–Dix / Hyyrö) on Python
+integers, so a pair of 2048-token chunks costs ~2k big-integer operations, not a 2k × 2k table.
+"""
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+import numpy as np
+
+from paraphrase_pipe.filters.base import Gate
+
+WORD = re.compile(r"[^\W_]+")  # letters and digits of any script; as rouge-score's tokenizer on ASCII text
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence of two token lists."""
+    if not a or not b:
+        return 0
+    masks: dict[str, int] = {}
+    for i, token in enumerate(b):
+        masks[token] = masks.get(token, 0) | (1 << i)
+    full = (1 << len(b)) - 1
+    v = full
+    for token in a:
+        u = v & masks.get(token, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(b) - v.bit_count()
+
+
+def rouge_l(reference: str, candidate: str) -> float:
+    """ROUGE-L F1 (beta = 1) on words."""
+    ref, cand = words(reference), words(candidate)
+    lcs = lcs_length(ref, cand)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(cand), lcs / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+class LexicalGate(Gate):
+    min: float | None = 0.2
+    max: float | None = 0.85
+
+    name: ClassVar[str] = "lexical"
+    column: ClassVar[str] = "score_rouge_l"
+    low_reason: ClassVar[str] = "lexical_unfaithful"
+    high_reason: ClassVar[str] = "near_copy"
+
+    def score(self, originals, paraphrases, tokenizer):
+        return {self.column: np.array([rouge_l(o, p) for o, p in zip(originals, paraphrases)], dtype=np.float64)}

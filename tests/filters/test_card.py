@@ -1,0 +1,111 @@
+"""The data card and the output contract: real builds (CLI, and in-process with the fixture pairs through every
+gate), the card renders, and `datasets.load_dataset(OUT)` reads the output directory."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from paraphrase_pipe.build import run_build
+from paraphrase_pipe.card import source_license, write_card
+from paraphrase_pipe.config import resolve_config
+from paraphrase_pipe.engines import REGISTRY
+
+from .conftest import TOK
+
+
+def front_matter(out) -> dict:
+    return yaml.safe_load((out / "README.md").read_text().split("---")[1])
+
+
+def load(out, name: str | None = None):
+    datasets = pytest.importorskip("datasets")
+    return datasets.load_dataset(str(out), name, split="train", cache_dir=str(out.parent / "hf-cache"))
+
+
+def test_cli_build_writes_a_card_that_datasets_loads(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "paraphrase_pipe.cli", "build", "--chunk", "128", "--tokenizer", TOK, "--limit", "30", "-o", str(out), "--no-progress"]
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    manifest = json.loads((out / "manifest.json").read_text())
+    meta = front_matter(out)
+    assert meta["configs"][0]["data_files"] == [{"split": "train", "path": "shards/*.arrow"}]
+    assert meta["license"] == "other" and meta["license_name"]  # the bundled sample's Vim + PSF licenses
+    ds = load(out)
+    assert ds.num_rows == manifest["counts"]["accepted"] > 0
+    assert sum(ds["text_tokens"]) == manifest["counts"]["tokens"]  # the manifest counts training tokens
+    card = (out / "README.md").read_text()
+    assert f"| accepted samples | {ds.num_rows:,} |" in card and "no closeness filter ran" in card
+    # `paraphrase-pipe card` regenerates the same card
+    before = card
+    (out / "README.md").unlink()
+    subprocess.run([sys.executable, "-m", "paraphrase_pipe.cli", "card", str(out)], check=True, capture_output=True, env=env)
+    assert (out / "README.md").read_text() == before
+    bad = subprocess.run([sys.executable, "-m", "paraphrase_pipe.cli", "card", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "no manifest.json" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture
+def pairs_build(pairs, tmp_path, monkeypatch):
+    """A real run_build over documents made of the fixture's originals, paraphrased by the pairs engine:
+    faithful paraphrases in one input file, the non-paraphrases in another."""
+    monkeypatch.setitem(REGISTRY, "pairs", "tests.filters.pairs_engine:PairsEngine")
+    paraphrases = {}
+    for name, group in (("good.jsonl", [p for p in pairs if p["kind"] == "paraphrase"]), ("bad.jsonl", [p for p in pairs if p["kind"] != "paraphrase"])):
+        records = [{"text": p["original"], "meta": {"redpajama_set_name": "RedPajamaBook"}} for p in group]
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+        paraphrases.update({f"{name}:{i}": p["paraphrase"] for i, p in enumerate(group)})
+    config = resolve_config(
+        input=[str(tmp_path / "in")], output=str(tmp_path / "out"), tokenizer=TOK, chunk=256, min_chunk_tokens=8,
+        engine="pairs", engine_options={"paraphrases": paraphrases}, layout="orig+para", progress=False,
+    )
+    run_build(config)
+    return tmp_path / "out", pairs
+
+
+def test_filtered_build_card_scores_drift_and_loading(pairs_build):
+    out, pairs = pairs_build
+    n_good = sum(p["kind"] == "paraphrase" for p in pairs)
+    ds = load(out)
+    assert ds.num_rows == n_good and set(ds["source"]) == {"good.jsonl"}
+    for row in ds:
+        assert row["text"] == row["original"] + "\n\n" + row["paraphrase"] and row["layout"] == "orig+para"
+        assert row["score_semantic"] > 0.8
+    rejected = load(out, "rejected")
+    assert rejected.num_rows == len(pairs) - n_good
+    assert set(rejected["reject_stage"]) == {"filter"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sum(manifest["counts"]["rejects_by_reason"].values()) == len(pairs) - n_good
+    assert manifest["config"]["filter_options"]["semantic"]["min"] == 0.8  # thresholds recorded
+
+    card = (out / "README.md").read_text()
+    assert "![score histograms before and after filtering](scores.png)" in card
+    assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for reason, n in manifest["counts"]["rejects_by_reason"].items():
+        assert f"- `{reason}`: {n}" in card
+    assert "| `score_semantic` | after | 16 |" in card
+    assert "separator: \"\\n\\n\"" in card  # full resolved config, readable
+    # drift: dropping the rejected rows brings the paraphrases closer to the source sample
+    from paraphrase_pipe.card import gather
+
+    drift = gather(out)["drift"]
+    assert drift["per_source"]["bad.jsonl"]["accepted"] == 0 and drift["per_source"]["bad.jsonl"]["unigram"]["after"] is None
+    for order in ("unigram", "bigram"):
+        assert drift["overall"][order]["after"] < drift["overall"][order]["before"]
+
+
+def test_license_is_inherited_from_the_source_card(tmp_path):
+    data = tmp_path / "SlimPajama-627B" / "train" / "chunk1"
+    data.mkdir(parents=True)
+    (tmp_path / "SlimPajama-627B" / "README.md").write_text("---\npretty_name: SlimPajama-627B\nlanguage:\n- en\n---\n# SlimPajama\n")
+    assert source_license([str(data)])["license_name"] == "same-as-source"
+    (tmp_path / "SlimPajama-627B" / "README.md").write_text("---\nlicense: odc-by\n---\n")
+    assert source_license([str(data / "*.jsonl.zst")])["license"] == "odc-by"
+    assert source_license([str(tmp_path / "elsewhere")])["license"] == "unknown"
