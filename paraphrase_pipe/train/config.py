@@ -5,8 +5,6 @@ the model and anything it overrides. Validation happens here, once, so the loop 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,9 +82,6 @@ class TrainConfig(BaseModel):
 
     def total_steps(self, tokens_per_step: int) -> int:
         return self.steps or -(-self.tokens // tokens_per_step)
-
-    def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse_value(text: str) -> Any:

@@ -206,8 +206,11 @@ def _train(cfg: TrainConfig, env: distributed.Env) -> dict:
         state = checkpoint.load(found, module, optimizer)
         mixture.load_state_dict(state["data"])
         start = state["step"]
-        if state.get("config_hash") != cfg.hash() and env.main:
-            print(f"resuming from {found} with a changed config (was {state.get('config_hash')})")
+        changed = sorted(k for k, v in cfg.model_dump(mode="json").items() if state.get("config", {}).get(k) != v)
+        if changed and env.main:
+            print(f"resuming from {found} with changed settings: {', '.join(changed)}")
+    if val is None and env.main:
+        print("no held-out windows for validation: raise val_fraction or pass --val-data")
     if env.main:
         (out / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
         metrics = Metrics(out, plan.steps, start, cfg.tensorboard, cfg.progress)
@@ -215,7 +218,7 @@ def _train(cfg: TrainConfig, env: distributed.Env) -> dict:
 
     def save(step: int) -> None:
         checkpoint.save(ckpt_dir, step, module, optimizer, {"data": mixture.state_dict(), "tokens": step * plan.tokens,
-                        "config_hash": cfg.hash()}, env.main, cfg.keep_checkpoints)
+                        "config": cfg.model_dump(mode="json")}, env.main, cfg.keep_checkpoints)
         distributed.barrier(env)
 
     val_loss, seen = None, 0.0  # seen: targets (all ranks) since the last log row

@@ -95,21 +95,36 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_curve(real_build, tiny_
     assert all(torch.equal(straight[k], again[k]) for k in straight)
 
 
-def test_ddp_on_gloo_equals_one_process_with_the_same_global_batch(real_build, tiny_model, tmp_path):
-    cfg = {**COMMON, "data": [str(real_build)], "model": str(tiny_model), "steps": 5, "eval_every": 5}
-    single = train(load_config(None, {**cfg, "output": str(tmp_path / "one"), "batch_tokens": 2 * 2 * 32}))
-    assert single["accum"] == 2
-    ddp = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m",
+def _distributed_cfg(real_build, tiny_model) -> dict:
+    return {**COMMON, "data": [str(real_build)], "model": str(tiny_model), "steps": 4, "eval_every": 4,
+            "val_fraction": 0.1}
+
+
+@pytest.fixture(scope="module")
+def one_process(real_build, tiny_model, tmp_path_factory) -> Path:
+    """Micro-batches of 2, accumulated twice: the global batch of 2 ranks x 2 sequences."""
+    out = tmp_path_factory.mktemp("one")
+    summary = train(load_config(None, {**_distributed_cfg(real_build, tiny_model), "output": str(out),
+                                       "batch_tokens": 2 * 2 * 32}))
+    assert summary["accum"] == 2
+    return out
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(real_build, tiny_model, one_process,
+                                                                         tmp_path, mode):
+    cfg = {**_distributed_cfg(real_build, tiny_model), "distributed": mode}
+    run = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m",
                           "paraphrase_pipe.train", *_cli({**cfg, "output": str(tmp_path / "two")})[2:]],
                          env=ENV, capture_output=True, text=True, cwd=ROOT)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, two = read_metrics(tmp_path / "one" / "metrics.jsonl"), read_metrics(tmp_path / "two" / "metrics.jsonl")
-    assert [r["step"] for r in one] == [r["step"] for r in two]
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = read_metrics(one_process / "metrics.jsonl"), read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in one] == [r["step"] for r in two] and one[-1]["val_loss"] is not None
     for a, b in zip(one, two):
         for key in ("loss", "val_loss", "grad_norm"):
             if a.get(key) is not None:
                 assert b[key] == pytest.approx(a[key], rel=1e-5), (key, a, b)
-    w1 = load_file(tmp_path / "one" / "final" / "model.safetensors")
+    w1 = load_file(one_process / "final" / "model.safetensors")
     w2 = load_file(tmp_path / "two" / "final" / "model.safetensors")
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-5
 
