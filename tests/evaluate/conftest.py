@@ -11,17 +11,15 @@ Each is saved with its tokenizer, so it loads with `AutoModelForCausalLM.from_pr
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+from .recall_lm import save_recall_lm
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-from recall_lm import RecallLM, RecallLMConfig  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -61,21 +59,14 @@ def _save(model, tokenizer, path: Path) -> Path:
     return path
 
 
-def _recall(tokenizer, path: Path, window: int) -> Path:
-    newline = tokenizer.convert_tokens_to_ids("Ċ")  # byte-level BPE spelling of "\n"
-    config = RecallLMConfig(vocab_size=len(tokenizer), window=window, fallback_token_id=newline,
-                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    return _save(RecallLM(config), tokenizer, path)
-
-
 @pytest.fixture(scope="session")
 def copy_dir(tokenizer, tmp_path_factory) -> Path:
-    return _recall(tokenizer, tmp_path_factory.mktemp("copy"), window=0)
+    return save_recall_lm(tokenizer, tmp_path_factory.mktemp("copy"), window=0)
 
 
 @pytest.fixture(scope="session")
 def blind_dir(tokenizer, tmp_path_factory) -> Path:
-    return _recall(tokenizer, tmp_path_factory.mktemp("blind"), window=4)
+    return save_recall_lm(tokenizer, tmp_path_factory.mktemp("blind"), window=4)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ newline) instead (recall = 0.0). It is an ordinary Hugging Face `PreTrainedModel
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
@@ -76,3 +78,13 @@ class RecallLM(PreTrainedModel, GenerationMixin):
 
 AutoConfig.register(RecallLMConfig.model_type, RecallLMConfig)
 AutoModelForCausalLM.register(RecallLMConfig, RecallLM)
+
+
+def save_recall_lm(tokenizer, path: Path, window: int) -> Path:
+    """A RecallLM for `tokenizer`, saved with it in `path` (loadable by `AutoModelForCausalLM`)."""
+    newline = tokenizer.convert_tokens_to_ids("Ċ")  # byte-level BPE spelling of "\n"
+    config = RecallLMConfig(vocab_size=len(tokenizer), window=window, fallback_token_id=newline,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    RecallLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

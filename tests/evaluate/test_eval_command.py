@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import FIXTURES
+from .conftest import FIXTURES
 from paraphrase_pipe.cli import app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import FIXTURES
+from .conftest import FIXTURES
 from paraphrase_pipe.evaluate.commonsense import evaluate_commonsense, to_results
 
 TASKS = FIXTURES / "lm_eval"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import FIXTURES
+from .conftest import FIXTURES
 from paraphrase_pipe.cli import app
 from paraphrase_pipe.evaluate.decode import greedy_generate, padding_is_exact
 from paraphrase_pipe.evaluate.forced import span_matches

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FIXTURES
+from .conftest import FIXTURES
 from paraphrase_pipe.evaluate.errors import EvalError
 from paraphrase_pipe.evaluate.recall_jrt import contains, evaluate_jrt, load_items, to_item
 from paraphrase_pipe.evaluate.tokens import encode, fit

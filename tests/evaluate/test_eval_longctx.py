@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from conftest import FIXTURES
+from .conftest import FIXTURES
 from paraphrase_pipe.evaluate.data import read_texts
 from paraphrase_pipe.evaluate.errors import EvalError
 from paraphrase_pipe.evaluate.longctx import evaluate_longctx, position_buckets, token_nll, windows

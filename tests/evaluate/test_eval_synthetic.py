@@ -9,6 +9,8 @@ from paraphrase_pipe.evaluate.decode import greedy_generate
 from paraphrase_pipe.evaluate.errors import EvalError
 from paraphrase_pipe.evaluate.synthetic import DEPTHS, TASKS, evaluate_synthetic, generate
 
+from .recall_lm import save_recall_lm
+
 
 @pytest.mark.parametrize("task", TASKS)
 def test_generators_are_deterministic_by_seed_and_fit_the_length(task, tokenizer):
@@ -44,9 +46,8 @@ def test_copy_model_scores_one_and_blind_model_zero(load, copy_dir, blind_dir):
 
 def test_recall_by_needle_depth(load, tokenizer, tmp_path):
     """A copier that sees the last 64 tokens finds the pass key only near the end of a 320-token prompt."""
-    from conftest import _recall
 
-    m = load(_recall(tokenizer, tmp_path / "w64", window=64))
+    m = load(save_recall_lm(tokenizer, tmp_path / "w64", window=64))
     results = evaluate_synthetic(m.model, m.tokenizer, "w64", tasks=("passkey",), lengths=(320,), n=10)
     by_depth = {r.position: r.value for r in results if r.position is not None}
     assert by_depth[1.0] == 1.0 and by_depth[0.0] == 0.0
@@ -55,14 +56,13 @@ def test_recall_by_needle_depth(load, tokenizer, tmp_path):
 
 
 def test_forced_scoring_equals_greedy_decoding(load, tokenizer, tmp_path, llama_dir):
-    from conftest import _recall
     from paraphrase_pipe.evaluate.forced import span_matches
 
     examples = generate("phonebook", tokenizer, 200, 6) + generate("passkey", tokenizer, 200, 5)
     prompts = [e.ids[: e.spans[0][0]] for e in examples]
     answers = [tokenizer.decode(e.ids[slice(*e.spans[0])]) for e in examples]
     outcomes = {}
-    for name, path in (("window40", _recall(tokenizer, tmp_path / "w40", window=40)), ("llama", llama_dir)):
+    for name, path in (("window40", save_recall_lm(tokenizer, tmp_path / "w40", window=40)), ("llama", llama_dir)):
         m = load(path)
         forced = [hits[0] for hits in span_matches(m.model, [e.ids for e in examples], [e.spans for e in examples])]
         decoded = greedy_generate(m.model, m.tokenizer, prompts, max_new_tokens=24)
