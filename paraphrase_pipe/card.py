@@ -99,7 +99,8 @@ def gather(out: Path) -> dict:
         raise CardError(f"{out} has no manifest.json (not a build output)")
     manifest = json.loads(manifest_path.read_text())
     config = manifest["config"]
-    gates = FilterOptions(**config.get("filter_options", {})).gates() if config.get("engine") != "none" else []
+    options = FilterOptions(**config.get("filter_options", {}))
+    gates = [getattr(options, name) for name in type(options).model_fields] if config.get("engine") != "none" else []
     drift = Drift(load_tokenizer(config["tokenizer"]))
     scores: dict[str, dict[str, list]] = {}
     tokens: dict[str, list] = {"training text (`text_tokens`)": [], "original chunk (`n_tokens`)": []}
@@ -138,7 +139,7 @@ def gather(out: Path) -> dict:
         "config": config,
         "counts": {**counts, "rejects_by_reason": counts.get("rejects_by_reason", {})},
         "source": {"input": ", ".join(config.get("input") or []) or "bundled sample corpus", "sets": ", ".join(config.get("sets") or []) or "all"},
-        "license": source_license(config.get("input") or []),
+        "license": {"license_name": None, **source_license(config.get("input") or [])},
         "sets": dict(sets.most_common()),
         "layouts": dict(layouts.most_common()),
         "provenance": provenance,
@@ -169,15 +170,16 @@ def plot_scores(arrays: dict[str, dict[str, np.ndarray]], gates: list[dict], pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bands = {g["column"]: (g["min"], g["max"]) for g in gates}
+    bands = {g["column"]: (g["min"], g["max"]) for g in gates if g["enabled"]}
     fig, axes = plt.subplots(1, len(arrays), figsize=(4 * len(arrays), 3.2), squeeze=False)
     for ax, (name, stages) in zip(axes[0], arrays.items()):
-        edges = np.histogram_bin_edges(stages["before"], bins=30)
+        bounds = [b for b in bands.get(name, ()) if b is not None]
+        low, high = min(stages["before"].min(), *bounds), max(stages["before"].max(), *bounds)
+        edges = np.linspace(low, high if high > low else low + 1, 31)  # the band stays in view
         ax.hist(stages["before"], bins=edges, alpha=0.5, label="before filtering")
         ax.hist(stages["after"], bins=edges, alpha=0.7, label="accepted")
-        for bound in bands.get(name, (None, None)):
-            if bound is not None:
-                ax.axvline(bound, color="black", linestyle="--", linewidth=1)
+        for bound in bounds:
+            ax.axvline(bound, color="black", linestyle="--", linewidth=1)
         ax.set_title(name.removeprefix("score_"))
         ax.set_xlabel("score")
     axes[0][0].set_ylabel("rows")
@@ -218,7 +220,7 @@ def to_yaml(data) -> str:
 def render(ctx: dict, template: Path) -> str:
     import jinja2
 
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, finalize=lambda v: "—" if v is None else v)
     return env.from_string(template.read_text()).render(**ctx)
 
 
