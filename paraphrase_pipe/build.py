@@ -14,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from paraphrase_pipe.card import CardError, write_card
 from paraphrase_pipe.config import BuildConfig
+from paraphrase_pipe.engines import create_engine, gpus_held
+from paraphrase_pipe.engines.request_cache import discard as discard_request_cache
 from paraphrase_pipe.executors import get_executor
 from paraphrase_pipe.output.manifest import Manifest
 from paraphrase_pipe.pipeline import Pipeline
@@ -46,6 +48,7 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     config = config.model_copy(update={"tokenizer": name})  # the manifest and the hash record the real one
     tokenizer = load_tokenizer(name)  # fail fast on a bad name, before any work
+    create_engine(config.engine, config.engine_options).close()  # likewise bad engine options (constructors are cheap)
     out = Path(config.output)
     result = BuildResult(out=out, dry_run=dry_run)
 
@@ -65,7 +68,7 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
     tasks = plan_tasks(files, config)
     total = _planned_records(tasks)
     started = time.time()
-    totals = {"documents": 0, "chunks": 0, "tokens": 0, "accepted": 0, "rejected": 0, "excluded": 0}
+    totals = {"documents": 0, "chunks": 0, "tokens": 0, "accepted": 0, "rejected": 0, "excluded": 0, "generated_tokens": 0}
 
     with Progress(
         TextColumn("[bold]build"), BarColumn(), MofNCompleteColumn(), TextColumn("docs"),
@@ -87,15 +90,22 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
             totals["tokens"] += meta["tokens"]
             totals["accepted" if meta["kind"] == "shards" else "rejected"] += meta["rows"] - meta["excluded"]
             totals["excluded"] += meta["excluded"]
+            totals["generated_tokens"] += meta.get("generated_tokens", 0)
             elapsed = max(time.time() - started, 1e-6)
-            progress.update(bar, advance=meta["documents"], rate=f"{totals['tokens'] / elapsed:,.0f} tok/s")
+            rate = f"{totals['tokens'] / elapsed:,.0f} tok/s"
+            if totals["generated_tokens"]:  # the LLM's output rate: what GPU time buys
+                rate += f" · out {totals['generated_tokens'] / elapsed:,.0f} tok/s"
+            progress.update(bar, advance=meta["documents"], rate=rate)
 
         get_executor(config.executor)(pipeline, tasks, on_shard)
 
     result.elapsed_s = time.time() - started
     if manifest is not None:
         manifest.remove_orphans()  # temp/unlisted files of workers killed mid-write (their work was re-run)
-        manifest.finish({"elapsed_s": round(result.elapsed_s, 3), "executor": config.executor, "workers": config.workers, **totals})
+        gpus = gpus_held(config.engine, config.engine_options, config.executor)  # GPU-hours = wall time x GPUs held
+        manifest.finish({"elapsed_s": round(result.elapsed_s, 3), "executor": config.executor, "workers": config.workers,
+                         "gpus": gpus, "gpu_hours": round(gpus * result.elapsed_s / 3600, 4), **totals})
+        discard_request_cache(out)  # every cached answer is in a committed shard now
         try:
             write_card(out)
         except CardError as exc:

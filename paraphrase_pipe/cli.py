@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from paraphrase_pipe.engines.flags import with_engine_flags
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 console = Console()
 err = Console(stderr=True)
@@ -47,6 +49,7 @@ def _summary(result) -> Table:
 
 
 @app.command()
+@with_engine_flags  # --model, --endpoint, --serve, ... -> engine, engine_options
 def build(
     chunk: Optional[int] = typer.Option(None, help="chunk length in tokens [default: 2048]"),
     input: Optional[list[str]] = typer.Option(None, "--input", "-i", help="input files/dirs/globs (repeatable); default: bundled sample"),
@@ -67,6 +70,7 @@ def build(
     dry_run: bool = typer.Option(False, "--dry-run", help="count documents/chunks/tokens, write nothing"),
     overwrite: bool = typer.Option(False, help="discard an existing build with another configuration"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar (batch logs)"),
+    engine_options: Optional[dict] = None,  # from the engine flags (with_engine_flags)
 ) -> None:
     """Build paraphrase-augmented training shards."""
     from paraphrase_pipe.build import run_build
@@ -76,7 +80,7 @@ def build(
         config = resolve_config(
             recipe, chunk=chunk, input=input or None, output=output, tokenizer=tokenizer, executor=executor,
             workers=workers, ray_address=ray_address, dask_scheduler=dask_scheduler, limit=limit, sets=sets or None,
-            sample_fraction=sample_fraction, engine=engine, shard_rows=shard_rows, layout=layout, mix=mix,
+            sample_fraction=sample_fraction, engine=engine, engine_options=engine_options, shard_rows=shard_rows, layout=layout, mix=mix,
             progress=False if no_progress else None,
         )
         result = run_build(config, dry_run=dry_run, overwrite=overwrite)
@@ -126,6 +130,7 @@ def inspect(
 
 # Commands of the other areas register below (one line each).
 app.command("train")(__import__("paraphrase_pipe.train.command", fromlist=["train"]).train)
+app.command("plan")(__import__("paraphrase_pipe.plan", fromlist=["plan"]).plan)
 app.command("eval")(__import__("paraphrase_pipe.evaluate.command", fromlist=["eval_command"]).eval_command)
 app.command("card")(__import__("paraphrase_pipe.card", fromlist=["command"]).command)
 app.command("sweep")(__import__("paraphrase_pipe.sweep", fromlist=["command"]).command)

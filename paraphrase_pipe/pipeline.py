@@ -35,7 +35,8 @@ class Pipeline:
         return engine_class(self.config.engine).placement
 
     def make_engine(self) -> Engine:
-        return create_engine(self.config.engine, self.config.engine_options)
+        workdir = None if self.dry_run else self.config.output  # engines keep their request cache there
+        return create_engine(self.config.engine, self.config.engine_options, workdir=workdir)
 
     def front(self, task: Task) -> pa.Table:
         rows = chunk_documents(read_task(task, self.config), self.config)

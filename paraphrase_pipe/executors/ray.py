@@ -7,6 +7,8 @@ CPU steps run `--workers` wide (default: every CPU of the cluster).
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -62,6 +64,15 @@ class _Back:
         return _meta_table(self.pipeline.back(rows, self.generation))
 
 
+def _engine_cpus(pipeline: Pipeline) -> int:
+    """CPUs the engine actors reserve. The CPU steps must leave them free, or their actors can hold every CPU
+    while an engine actor waits for one, and the pipeline deadlocks."""
+    if pipeline.engine_placement != "driver":
+        return 0
+    options = pipeline.config.engine_options
+    return math.ceil(int(options.get("replicas", 1)) * float(options.get("num_cpus", 1)))
+
+
 def _init_ray(pipeline: Pipeline) -> None:
     import ray
 
@@ -71,7 +82,9 @@ def _init_ray(pipeline: Pipeline) -> None:
     if config.ray_address:
         ray.init(address=config.ray_address, log_to_driver=False)
     else:
-        ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False)
+        engine_cpus = _engine_cpus(pipeline)
+        cpus = (config.workers or os.cpu_count() or 1) + engine_cpus if engine_cpus else config.workers
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
@@ -80,7 +93,7 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
 
     _init_ray(pipeline)
     options = pipeline.config.engine_options
-    cpus = pipeline.config.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+    cpus = pipeline.config.workers or max(int(ray.cluster_resources().get("CPU", 1)) - _engine_cpus(pipeline), 1)
     ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks], override_num_blocks=max(len(tasks), 1))
     if pipeline.engine_placement == "worker":
         ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)

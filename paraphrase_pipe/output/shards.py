@@ -69,6 +69,7 @@ def describe(table: pa.Table, kind: str) -> dict:
         "tokens": _token_count(table) if kind == ACCEPTED_DIR else 0,
         "documents": _documents(table),
         "chunks": chunk_rows,
+        "generated_tokens": int(pc.sum(table["completion_tokens"]).as_py() or 0) if "completion_tokens" in table.column_names else 0,
         "excluded": sum(n for r, n in reasons.items() if r in EXCLUSION_REASONS),
         "reasons": {r: n for r, n in reasons.items() if r not in EXCLUSION_REASONS},
         "exclusions": {r: n for r, n in reasons.items() if r in EXCLUSION_REASONS},

@@ -1,0 +1,187 @@
+"""What every LLM engine shares: chunk -> prompt tokens -> (request cache | backend) -> cleaned Generation.
+
+A backend (vLLM in-process, OpenAI-compatible HTTP, managed vLLM servers) only turns prompt token ids into raw
+completions and reports each one as soon as it finishes; this class renders prompts, applies the `max_tokens`
+rule and the context check, reuses cached answers, cleans outputs and writes provenance. Options are validated
+by a pydantic model per engine, so a typo in a recipe is a one-line error, not a crash an hour into a run.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from paraphrase_pipe.engines import EngineError
+from paraphrase_pipe.engines.base import Generation
+from paraphrase_pipe.engines.cleaning import clean
+from paraphrase_pipe.engines.prompts import DEFAULT_TEMPLATE, PromptRenderer, load_model_tokenizer, load_template, max_new_tokens
+from paraphrase_pipe.engines.request_cache import CACHE_DIR, RequestCache
+from paraphrase_pipe.ids import stable_hash
+
+
+class GenerationOptions(BaseModel):
+    """Options every LLM engine takes (recipe `engine_options:` / CLI flags)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(description="hub id or local dir (in-process / served); the name the server serves (openai)")
+    revision: str | None = None
+    model_tokenizer: str | None = Field(None, description="the model's tokenizer if not `model` (e.g. a served alias)")
+    template: str = DEFAULT_TEMPLATE
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 0
+    max_tokens_ratio: float = Field(1.3, gt=0, description="max_tokens = ratio x source tokens + margin")
+    max_tokens_margin: int = Field(32, ge=0)
+    max_tokens: int | None = Field(None, ge=1, description="hard cap on max_tokens")
+    max_model_len: int | None = Field(None, ge=16, description="model context; asked from the engine when unset")
+    on_truncated: Literal["reject", "keep"] = "reject"
+
+
+@dataclass
+class Request:
+    key: str  # generation key: chunk id + engine identity
+    prompt: list[int]
+    max_tokens: int
+    seed: int
+
+
+@dataclass
+class Completion:
+    text: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    server: str | None = None  # which endpoint answered (HTTP backends)
+    error: str | None = None  # a reject reason the backend decided (e.g. the server refused the request)
+    error_detail: str | None = None
+
+
+OnDone = Callable[[Request, Completion], None]
+
+
+def request_seed(seed: int, chunk_id: str) -> int:
+    """Per-chunk sampling seed: the same chunk gets the same sample whatever its batch, worker or retry."""
+    return int(stable_hash(seed, chunk_id, size=4), 16) & 0x7FFFFFFF
+
+
+class LLMEngine:
+    name: ClassVar[str]
+    placement: ClassVar[Literal["worker", "driver"]]
+    Options: ClassVar[type[GenerationOptions]] = GenerationOptions
+    wants_workdir: ClassVar[bool] = True  # Pipeline.make_engine passes the build's output dir (request cache)
+
+    def __init__(self, workdir: str | Path | None = None, **options: Any):
+        try:
+            self.options = self.Options(**options)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+            raise EngineError(f"bad options for engine {self.name!r}: {problems}") from None
+        self.template = load_template(self.options.template)  # cheap, and fails before any work
+        self.workdir = Path(workdir) if workdir else None
+        self.max_model_len = self.options.max_model_len
+        self._renderer: PromptRenderer | None = None
+        self._cache: RequestCache | None = None
+
+    # ---- the seam --------------------------------------------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        o = self.options
+        ident = {
+            "model": o.model, "revision": o.revision, "template": self.template.describe(),
+            "sampling": {"temperature": o.temperature, "top_p": o.top_p, "seed": o.seed},
+            "max_tokens_rule": {"ratio": o.max_tokens_ratio, "margin": o.max_tokens_margin, "cap": o.max_tokens},
+        }
+        if o.model_tokenizer:
+            ident["model_tokenizer"] = o.model_tokenizer
+        return ident
+
+    def generate(self, chunks: list[dict[str, Any]]) -> list[Generation]:
+        self._open()
+        identity = self.identity()
+        answers: dict[int, Generation] = {}
+        requests: dict[int, Request] = {}
+        for i, chunk in enumerate(chunks):
+            request, overflow = self._request(chunk, identity)
+            if overflow:
+                answers[i] = overflow
+            else:
+                requests[i] = request
+        cached = self._cache.get_many([r.key for r in requests.values()]) if self._cache else {}
+        to_send = [r for r in requests.values() if r.key not in cached]
+        fresh = dict(zip((r.key for r in to_send), self._complete(to_send, self._remember))) if to_send else {}
+        for i, request in requests.items():
+            completion = Completion(**cached[request.key]) if request.key in cached else fresh[request.key]
+            answers[i] = self._generation(chunks[i], request, completion)
+        return [answers[i] for i in range(len(chunks))]
+
+    def close(self) -> None:
+        if self._cache:
+            self._cache.close()
+            self._cache = None
+
+    # ---- backends implement these ------------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Acquire heavy resources (load the model, start servers, probe endpoints); may set self.max_model_len."""
+
+    def _complete(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
+        """One Completion per request, same order; call on_done(request, completion) the moment each finishes."""
+        raise NotImplementedError
+
+    def _extra_provenance(self) -> dict[str, Any]:
+        return {}
+
+    # ---- internals ---------------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self._renderer is not None:
+            return
+        o = self.options
+        self._renderer = PromptRenderer(load_model_tokenizer(o.model_tokenizer or o.model, o.revision), self.template)
+        if self.workdir is not None:
+            self._cache = RequestCache(self.workdir / CACHE_DIR)
+        self._start()
+
+    def _request(self, chunk: dict[str, Any], identity: dict) -> tuple[Request | None, Generation | None]:
+        o = self.options
+        prompt = self._renderer.render(chunk["original"])
+        budget = max_new_tokens(self._renderer.count(chunk["original"]), o.max_tokens_ratio, o.max_tokens_margin, o.max_tokens)
+        if self.max_model_len and len(prompt) + budget > self.max_model_len:
+            detail = f"prompt {len(prompt)} + max_tokens {budget} tokens > max_model_len {self.max_model_len}"
+            return None, Generation(None, prompt_tokens=len(prompt), provenance=self._provenance(None, None, budget),
+                                    error="context_overflow", error_detail=detail)
+        key = stable_hash(chunk["chunk_id"], identity)
+        return Request(key, prompt, budget, request_seed(o.seed, chunk["chunk_id"])), None
+
+    def _remember(self, request: Request, completion: Completion) -> None:
+        if self._cache and completion.error is None:
+            self._cache.put(request.key, asdict(completion))
+
+    def _provenance(self, request: Request | None, completion: Completion | None, max_tokens: int) -> dict[str, Any]:
+        o = self.options
+        prov = {
+            "engine": self.name, "model": o.model, "revision": o.revision,
+            "template": self.template.id, "template_version": self.template.version, "template_hash": self.template.hash,
+            "sampling": {"temperature": o.temperature, "top_p": o.top_p, "max_tokens": max_tokens},
+            "seed": request.seed if request else None,
+            **self._extra_provenance(),
+        }
+        if completion is not None:
+            prov.update(finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,
+                        completion_tokens=completion.completion_tokens, latency_s=round(completion.latency_s, 4))
+            if completion.server:
+                prov["server"] = completion.server
+        return prov
+
+    def _generation(self, chunk: dict[str, Any], request: Request, completion: Completion) -> Generation:
+        common = dict(finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,
+                      completion_tokens=completion.completion_tokens,
+                      provenance=self._provenance(request, completion, request.max_tokens))
+        if completion.error:
+            return Generation(None, error=completion.error, error_detail=completion.error_detail, **common)
+        cleaned = clean(completion.text, completion.finish_reason, chunk["original"], on_truncated=self.options.on_truncated)
+        if cleaned.reason:  # dead-lettered: keep the raw answer for the audit trail
+            return Generation(completion.text, error=cleaned.reason, error_detail=cleaned.detail, **common)
+        return Generation(cleaned.text, **common)

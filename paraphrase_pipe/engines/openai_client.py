@@ -1,0 +1,235 @@
+"""`openai`: a client for one or more OpenAI-compatible endpoints (`vllm serve`, or any `/v1/completions` server).
+
+asyncio + httpx with at most `concurrency` requests in flight per worker, sent to the endpoint with the fewest
+in flight among those not currently failing. Connection errors, timeouts, dropped connections, 429 and 5xx are
+retried with exponential backoff and full jitter (honouring Retry-After); other 4xx are never retried: a request
+the server finds too long is dead-lettered as `context_overflow`, other refused requests as `request_rejected`,
+and 401/403/404 (bad key, wrong model name) stop the build. When every endpoint has failed continuously for
+`down_timeout` seconds the build stops with one clear error — committed shards and cached answers are kept, so
+re-running the same command resumes.
+
+Prompts go as token ids (rendered client-side through the model's chat template, see prompts.py). The API key is
+read from the environment variable named by `api_key_env` and never logged or recorded.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import Field, field_validator
+
+from paraphrase_pipe.engines import EngineError
+from paraphrase_pipe.engines.llm import Completion, GenerationOptions, LLMEngine, OnDone, Request
+
+CONTEXT_ERROR = re.compile(r"context length|max_model_len|maximum model length|too long", re.IGNORECASE)
+FATAL_STATUS = {401: "unauthorized (check the API key in api_key_env)", 403: "forbidden", 404: "not found (check --model / the endpoint URL)"}
+
+
+class EndpointsDown(EngineError):
+    """Every endpoint failed for longer than down_timeout."""
+
+
+class OpenAIOptions(GenerationOptions):
+    endpoints: list[str] = Field(default_factory=list, description="base URLs, e.g. http://10.0.0.5:8000")
+    served_model_name: str | None = Field(None, description="`model` sent in requests [default: model]")
+    concurrency: int = Field(64, ge=1, description="requests in flight per worker process")
+    request_timeout: float = Field(600, gt=0, description="seconds for one request")
+    connect_timeout: float = Field(10, gt=0)
+    down_timeout: float = Field(300, gt=0, description="stop when every endpoint has failed this long")
+    backoff_base: float = Field(0.5, gt=0)
+    backoff_max: float = Field(30, gt=0)
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    gpus_per_endpoint: float = Field(0, ge=0, description="for the manifest's GPU-hours")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        urls = []
+        for url in value:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"endpoint {url!r} is not an http(s) URL")
+            urls.append(re.sub(r"/v1/?$", "", url.rstrip("/")))
+        return urls
+
+
+@dataclass
+class _Endpoint:
+    url: str
+    in_flight: int = 0
+    failing: int = 0  # consecutive failures
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class OpenAIEngine(LLMEngine):
+    name = "openai"
+    placement = "worker"
+    Options = OpenAIOptions
+
+    @classmethod
+    def gpus_held(cls, options: dict[str, Any], executor: str) -> float:
+        o = cls.Options(**options)
+        return o.gpus_per_endpoint * len(o.endpoints)
+
+    def __init__(self, workdir=None, **options: Any):
+        super().__init__(workdir, **options)
+        self._check_endpoints()
+        self._failing_since: float | None = None
+
+    def _check_endpoints(self) -> None:
+        if not self.options.endpoints:
+            raise EngineError("engine 'openai' needs at least one --endpoint URL (or --serve to start vLLM servers)")
+
+    # ---- start-up: learn the context length ----------------------------------------------------------------------
+    def _start(self) -> None:
+        self._endpoints = [_Endpoint(url) for url in self.options.endpoints]
+        if self.max_model_len is None:
+            self.max_model_len = asyncio.run(self._probe_max_model_len())
+
+    async def _probe_max_model_len(self) -> int | None:
+        """vLLM lists max_model_len in /v1/models; other servers may not (then the server's 400 decides)."""
+        served = self.options.served_model_name or self.options.model
+        async with self._client(timeout=self.options.connect_timeout) as client:
+            for endpoint in self._endpoints:
+                try:
+                    response = await client.get(f"{endpoint.url}/v1/models")
+                    self._raise_fatal(response, endpoint)
+                    models = response.json().get("data", [])
+                except (OSError, ValueError, AttributeError, httpx.HTTPError):
+                    continue
+                for model in models:
+                    if model.get("id") == served and model.get("max_model_len"):
+                        return int(model["max_model_len"])
+                if models and served not in {m.get("id") for m in models}:
+                    names = ", ".join(str(m.get("id")) for m in models)
+                    raise EngineError(f"{endpoint.url} does not serve model {served!r} (it serves: {names})")
+        return None
+
+    # ---- requests ------------------------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        name = self.options.api_key_env
+        if not name:
+            return {}
+        key = os.environ.get(name)
+        if not key:
+            raise EngineError(f"api_key_env names {name!r}, but that environment variable is not set")
+        return {"Authorization": f"Bearer {key}"}
+
+    def _client(self, timeout: float | None = None) -> httpx.AsyncClient:
+        o = self.options
+        limits = httpx.Limits(max_connections=o.concurrency, max_keepalive_connections=o.concurrency)
+        return httpx.AsyncClient(timeout=httpx.Timeout(timeout or o.request_timeout, connect=o.connect_timeout),
+                                 limits=limits, headers=self._headers())
+
+    def _complete(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
+        return asyncio.run(self._complete_all(requests, on_done))
+
+    async def _complete_all(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
+        slots = asyncio.Semaphore(self.options.concurrency)
+        async with self._client() as client:
+
+            async def one(request: Request) -> Completion:
+                async with slots:
+                    completion = await self._with_retries(client, request)
+                on_done(request, completion)
+                return completion
+
+            return await asyncio.gather(*(one(r) for r in requests))
+
+    def _pick(self) -> _Endpoint:
+        return min(self._endpoints, key=lambda e: (e.failing > 0, e.in_flight, random.random()))
+
+    async def _with_retries(self, client: httpx.AsyncClient, request: Request) -> Completion:
+        attempt = 0
+        while True:
+            endpoint = self._pick()
+            try:
+                completion = await self._send(client, endpoint, request)
+            except _Retry as retry:
+                endpoint.failing += 1
+                self._note_failure(endpoint, str(retry))
+                delay = min(self.options.backoff_max, self.options.backoff_base * 2 ** attempt)
+                delay = random.uniform(0, delay)  # full jitter: retries of many requests do not arrive together
+                if retry.retry_after is not None:
+                    delay = max(delay, min(retry.retry_after, self.options.backoff_max))
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            endpoint.failing = 0
+            self._failing_since = None
+            return completion
+
+    async def _send(self, client: httpx.AsyncClient, endpoint: _Endpoint, request: Request) -> Completion:
+        o = self.options
+        payload = {"model": o.served_model_name or o.model, "prompt": request.prompt, "max_tokens": request.max_tokens,
+                   "temperature": o.temperature, "top_p": o.top_p, "seed": request.seed}
+        started = time.perf_counter()
+        endpoint.in_flight += 1
+        try:
+            response = await client.post(f"{endpoint.url}/v1/completions", json=payload)
+        except httpx.TransportError as exc:  # refused, reset, dropped mid-answer, timed out
+            raise _Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+        finally:
+            endpoint.in_flight -= 1
+        latency = time.perf_counter() - started
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise _Retry(f"HTTP {status}: {response.text[:200]}", _retry_after(response))
+        self._raise_fatal(response, endpoint)
+        if status >= 400:
+            message = _error_message(response)
+            reason = "context_overflow" if CONTEXT_ERROR.search(message) else "request_rejected"
+            return Completion(None, None, len(request.prompt), None, latency, endpoint.url, reason, f"HTTP {status}: {message}")
+        try:
+            body = response.json()
+            choice = body["choices"][0]
+            usage = body.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise _Retry(f"malformed answer (HTTP {status}): {response.text[:200]}") from None
+        return Completion(choice.get("text"), choice.get("finish_reason"), usage.get("prompt_tokens", len(request.prompt)),
+                          usage.get("completion_tokens"), latency, endpoint.url)
+
+    @staticmethod
+    def _raise_fatal(response: httpx.Response, endpoint: _Endpoint) -> None:
+        if response.status_code in FATAL_STATUS:
+            raise EngineError(f"{endpoint.url} answered HTTP {response.status_code} {FATAL_STATUS[response.status_code]}: "
+                              f"{_error_message(response)}")
+
+    def _note_failure(self, endpoint: _Endpoint, reason: str) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since > self.options.down_timeout and all(e.failing for e in self._endpoints):
+            urls = ", ".join(e.url for e in self._endpoints)
+            raise EndpointsDown(
+                f"every endpoint ({urls}) has failed for {now - self._failing_since:.0f} s "
+                f"(down_timeout {self.options.down_timeout:g} s); last error from {endpoint.url}: {reason}. "
+                "Stopped: committed shards and answered requests are kept, re-run the same command to resume."
+            )
+
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers.get("retry-after"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        error = body.get("error", body) if isinstance(body, dict) else body
+        return str(error.get("message", error) if isinstance(error, dict) else error)[:500]
+    except ValueError:
+        return response.text[:500]
