@@ -3,10 +3,7 @@ modelling — for one or several models, written as results.json + results.md + 
 
 from __future__ import annotations
 
-import gc
-import platform
 import time
-from importlib import metadata
 from pathlib import Path
 
 import typer
@@ -82,11 +79,9 @@ def run(model, suite, out, lengths, jrt_tasks, recall_data, recall_split, synthe
         commonsense_tasks, lm_eval_include, longctx_data, longctx_lengths, longctx_windows, limit, tokenizer,
         device, dtype, batch_size, batch_tokens, seed) -> dict[str, Path]:
     config = dict(locals())
-    import torch
-
     from paraphrase_pipe.evaluate import commonsense, longctx, recall_jrt, synthetic
-    from paraphrase_pipe.evaluate.load import load_model
-    from paraphrase_pipe.evaluate.report import write_report
+    from paraphrase_pipe.evaluate.load import for_each_model
+    from paraphrase_pipe.evaluate.report import versions, write_report
 
     unknown = [s for s in suite if s not in SUITES]
     if unknown:
@@ -112,37 +107,15 @@ def run(model, suite, out, lengths, jrt_tasks, recall_data, recall_split, synthe
         "longctx": lambda m: longctx.evaluate_longctx(m.model, m.tokenizer, m.name, longctx_data, ctx_lengths,
                                                       longctx_windows, batch_tokens),
     }
-    results = []
-    models, timings = [], []
-    for spec in model:
-        loaded = load_model(spec, device, dtype, tokenizer)
-        if loaded.name in {m["name"] for m in models}:
-            raise EvalError(f"two models are named {loaded.name!r}: label them with --model NAME=SPEC")
-        models.append({"name": loaded.name, "spec": spec, "n_params": loaded.n_params,
-                       "class": type(loaded.model).__name__, "dtype": str(next(loaded.model.parameters()).dtype),
-                       "device": str(next(loaded.model.parameters()).device)})
+    results, timings = [], []
+
+    def evaluate(m) -> None:
         for part in parts:
             start = time.perf_counter()
-            results += steps[part](loaded)
-            timings.append({"model": loaded.name, "suite": part, "seconds": round(time.perf_counter() - start, 3)})
-        del loaded
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    meta = {"models": models, "timings": timings, "versions": _versions(),
+            results.extend(steps[part](m))
+            timings.append({"model": m.name, "suite": part, "seconds": round(time.perf_counter() - start, 3)})
+
+    models = for_each_model(model, device, dtype, tokenizer, evaluate)
+    meta = {"models": models, "timings": timings, "versions": versions(),
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}}
     return write_report(results, Path(out), meta)
-
-
-def _versions() -> dict[str, str]:
-    import torch
-
-    versions = {"python": platform.python_version()}
-    for name in ("paraphrase-pipe", "torch", "transformers", "lm_eval", "datasets"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    if torch.cuda.is_available():
-        versions["gpu"] = torch.cuda.get_device_name()
-    return versions

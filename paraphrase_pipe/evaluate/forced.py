@@ -2,19 +2,14 @@
 
 Greedy decoding from the tokens before a span outputs the span iff every span token is the argmax given the gold
 tokens before it — so one forward pass over the whole sequence answers it for all spans at once (MQAR's many
-queries included), with no decoding loop. Sequences are right-padded: in a causal model padding after a token
-never changes that token's logits, so any model — attention or recurrent — batches any mix of lengths exactly.
+queries included), with no decoding loop. Batches are right-padded (`batching.py`), exact for any causal model.
 """
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
-
-def _keeps_logits(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+from paraphrase_pipe.evaluate.batching import accepts_logits_to_keep, right_padded
 
 
 @torch.no_grad()
@@ -22,16 +17,8 @@ def span_matches(model, sequences: list[list[int]], spans: list[list[tuple[int, 
                  batch_tokens: int = 32768) -> list[list[bool]]:
     """For each sequence and each [start, end) span in it: is every span token the model's argmax?"""
     out: list[list[bool]] = [[] for _ in sequences]
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    keep_arg = _keeps_logits(model)
-    k = 0
-    while k < len(order):
-        width = len(sequences[order[k]])
-        idx = order[k: k + max(1, batch_tokens // max(width, 1))]
-        k += len(idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+    keep_arg = accepts_logits_to_keep(model)
+    for idx, ids, _ in right_padded(sequences, batch_tokens, pad_id):
         # logits at position p predict token p + 1: only the positions just before span tokens are needed
         need = sorted({p for i in idx for s, e in spans[i] for p in range(s - 1, e - 1)})
         where = torch.tensor(need, dtype=torch.long)

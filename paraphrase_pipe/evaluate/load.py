@@ -5,6 +5,7 @@ randomly initialised model of `paraphrase_pipe.models`, for speed runs). NAME la
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,12 @@ class LoadedModel:
     @property
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    def describe(self) -> dict:
+        """The model's entry in a report's `models` list."""
+        first = next(self.model.parameters())
+        return {"name": self.name, "spec": self.spec, "n_params": self.n_params, "class": type(self.model).__name__,
+                "dtype": str(first.dtype), "device": str(first.device)}
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -94,6 +101,23 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", tokenizer: 
         raise EvalError(f"{spec}: the tokenizer has {len(tok)} tokens but the model only {vocab} embeddings "
                         "(pass the model's own tokenizer with --tokenizer)")
     return LoadedModel(name, spec, model, tok)
+
+
+def for_each_model(specs: list[str], device: str, dtype: str, tokenizer: str | None, fn) -> list[dict]:
+    """Loads the models one at a time, calls `fn(loaded)` on each and frees it before the next one; returns their
+    descriptions. Names must differ: they label the columns of the report."""
+    described: list[dict] = []
+    for spec in specs:
+        loaded = load_model(spec, device, dtype, tokenizer)
+        if loaded.name in {d["name"] for d in described}:
+            raise EvalError(f"two models are named {loaded.name!r}: label them with --model NAME=SPEC")
+        described.append(loaded.describe())
+        fn(loaded)
+        del loaded
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return described
 
 
 def _vocab_size(model) -> int | None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 RESULTS_VERSION = 1
@@ -32,25 +34,51 @@ class Result:
     stderr: float | None = None
 
 
-def write_report(results: list[Result], out: Path, meta: dict) -> dict[str, Path]:
-    """Write results.json, results.md and one PNG per suite; return their paths."""
+def write_report(results: list[Result], out: Path, meta: dict, plotter=None) -> dict[str, Path]:
+    """Write results.json, results.md and the PNGs of `plotter(results, out)` (default: one per suite); return
+    their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "markdown": out / "results.md"}
     doc = {"version": RESULTS_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta,
            "results": [asdict(r) for r in results]}
     paths["json"].write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n")
     paths["markdown"].write_text(markdown_table(results))
-    for suite, png in plot(results, out).items():
-        paths[f"plot_{suite}"] = png
+    for name, png in (plotter or plot)(results, out).items():
+        paths[f"plot_{name}"] = png
     return paths
 
 
+def versions() -> dict[str, str]:
+    """Versions a result depends on (and the GPU, if any)."""
+    import torch
+
+    found = {"python": platform.python_version()}
+    for name in ("paraphrase-pipe", "torch", "transformers", "lm_eval", "datasets"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    if torch.cuda.is_available():
+        found["gpu"] = torch.cuda.get_device_name()
+    return found
+
+
 def markdown_table(results: list[Result]) -> str:
-    """One row per (suite, task, length, position, metric), one column per model, in first-seen order."""
+    """One row per (suite, task, length, position, metric), one column per model; suites, tasks and metrics in
+    first-seen order, lengths and positions ascending (None first)."""
     models = list(dict.fromkeys(r.model for r in results))
     cells: dict[tuple, dict[str, Result]] = defaultdict(dict)
     for r in results:
         cells[(r.suite, r.task, r.length, r.position, r.metric)][r.model] = r
+    rank = {name: {v: i for i, v in enumerate(dict.fromkeys(getattr(r, name) for r in results))}
+            for name in ("suite", "task", "metric")}
+
+    def order(key):
+        suite, task, length, position, metric = key
+        return (rank["suite"][suite], rank["task"][task], -1 if length is None else length,
+                -1 if position is None else position, rank["metric"][metric])
+
+    cells = dict(sorted(cells.items(), key=lambda kv: order(kv[0])))
     lines = ["| suite | task | length | position | metric | n | " + " | ".join(models) + " |",
              "|---|---|---:|---:|---|---:|" + "---:|" * len(models)]
     for (suite, task, length, position, metric), row in cells.items():
@@ -73,26 +101,38 @@ def _blank(value) -> str:
 def plot(results: list[Result], out: Path) -> dict[str, Path]:
     """One figure per suite: a panel per (task, metric); lines over length (or position) per model, bars where a
     task has no length axis. Every number, plotted or not, is in results.json and results.md."""
+    written = {}
+    for suite in dict.fromkeys(r.suite for r in results):
+        panels = _panels([r for r in results if r.suite == suite])
+        fig, axes = panel_grid(len(panels))
+        for ax, (title, (xlabel, series)) in zip(axes, panels.items()):
+            _draw(ax, title, xlabel, series)
+        written[suite] = save_figure(fig, out / f"{suite}.png")
+    return written
+
+
+def panel_grid(n: int, width: float = 5, height: float = 3.6, cols: int = 3):
+    """A figure with `n` axes, `cols` to a row (matplotlib's headless backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = {}
-    for suite in dict.fromkeys(r.suite for r in results):
-        panels = _panels([r for r in results if r.suite == suite])
-        cols = min(3, len(panels))
-        rows = math.ceil(len(panels) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-        for ax, (title, (xlabel, series)) in zip(axes.flat, panels.items()):
-            _draw(ax, title, xlabel, series)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.set_visible(False)
-        fig.tight_layout()
-        written[suite] = out / f"{suite}.png"
-        fig.savefig(written[suite], dpi=120)
-        plt.close(fig)
-    return written
+    cols = max(1, min(cols, n))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:n]
+
+
+def save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _panels(results: list[Result]) -> dict[str, tuple[str, dict[str, list[tuple[float, float]]]]]:

@@ -27,6 +27,29 @@ class RecallLMConfig(PretrainedConfig):
         super().__init__(**kw)
 
 
+def lookup(ids: torch.Tensor, rows: torch.Tensor, config: RecallLMConfig, attention_mask=None) -> torch.Tensor:
+    """(B, len(rows)) predicted next token at each position in `rows`: the token after the earlier position whose
+    preceding tokens match the longest suffix (up to `config.ngram`) within `config.window`, else the fallback."""
+    b, t = ids.shape
+    pos = torch.arange(t, device=ids.device)
+    allowed = pos[None, :] < rows[:, None]  # j < i, so the token after j is already in the context
+    if config.window:
+        allowed &= rows[:, None] - pos[None, :] <= config.window
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, :].bool()
+    run = allowed.expand(b, len(rows), t).clone()  # the suffixes of length k + 1 ending at i and at j agree
+    length = torch.zeros(b, len(rows), t, dtype=torch.int32, device=ids.device)
+    for k in range(config.ngram):
+        shifted = torch.nn.functional.pad(ids, (k, 0), value=-1)[:, :t]
+        query = shifted[:, rows]
+        run &= (query[:, :, None] == shifted[:, None, :]) & (query[:, :, None] >= 0)
+        length += run
+    score = torch.where(length > 0, length * t + pos, -1)  # longest match, then the most recent
+    best, j = score.max(-1)
+    nxt = torch.gather(ids, 1, (j + 1).clamp(max=t - 1))
+    return torch.where(best >= 0, nxt, torch.full_like(nxt, config.fallback_token_id))
+
+
 class RecallLM(PreTrainedModel, GenerationMixin):
     config_class = RecallLMConfig
     main_input_name = "input_ids"
@@ -40,31 +63,14 @@ class RecallLM(PreTrainedModel, GenerationMixin):
         pass
 
     def forward(self, input_ids, attention_mask=None, logits_to_keep=0, **_):
-        ids = input_ids
-        b, t = ids.shape
-        n, w = self.config.ngram, self.config.window
-        pos = torch.arange(t, device=ids.device)
+        b, t = input_ids.shape
+        pos = torch.arange(t, device=input_ids.device)
         if isinstance(logits_to_keep, torch.Tensor):
-            rows = logits_to_keep.to(ids.device)
+            rows = logits_to_keep.to(input_ids.device)
         else:
             rows = pos[t - logits_to_keep:] if logits_to_keep else pos
-        allowed = pos[None, :] < rows[:, None]  # j < i, so the token after j is already in the context
-        if w:
-            allowed &= rows[:, None] - pos[None, :] <= w
-        if attention_mask is not None:
-            allowed = allowed & attention_mask[:, None, :].bool()
-        run = allowed.expand(b, len(rows), t).clone()  # the suffixes of length k + 1 ending at i and at j agree
-        length = torch.zeros(b, len(rows), t, dtype=torch.int32, device=ids.device)
-        for k in range(n):
-            shifted = torch.nn.functional.pad(ids, (k, 0), value=-1)[:, :t]
-            query = shifted[:, rows]
-            run &= (query[:, :, None] == shifted[:, None, :]) & (query[:, :, None] >= 0)
-            length += run
-        score = torch.where(length > 0, length * t + pos, -1)  # longest match, then the most recent
-        best, j = score.max(-1)
-        nxt = torch.gather(ids, 1, (j + 1).clamp(max=t - 1))
-        target = torch.where(best >= 0, nxt, torch.full_like(nxt, self.config.fallback_token_id))
-        logits = torch.zeros(b, len(rows), self.config.vocab_size, device=ids.device)
+        target = lookup(input_ids, rows, self.config, attention_mask)
+        logits = torch.zeros(b, len(rows), self.config.vocab_size, device=input_ids.device)
         logits.scatter_(2, target[..., None], self.config.confidence)
         return CausalLMOutput(logits=logits + 0 * self.dummy)
 
