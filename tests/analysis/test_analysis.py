@@ -90,15 +90,15 @@ def test_hybrid_branches_and_ablation_match_the_models_own(load, parallel_dir, t
 def test_analyze_command(layered_dir, parallel_dir, tmp_path):
     out = tmp_path / "analysis"
     result = CliRunner().invoke(app, ["analyze", "--model", f"layered={layered_dir}", "--model",
-                                      f"parallel={parallel_dir}", "--tasks", "phonebook", "--length", "128", "--n",
-                                      "2", "--device", "cpu", "--out", str(out)])
+                                      f"parallel={parallel_dir}", "--tasks", "phonebook", "--length", "96", "--n",
+                                      "1", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
     assert [(m["name"], m["block_kinds"]) for m in doc["models"]] == [("layered", "BB"), ("parallel", "PP")]
     assert len(doc["similarity_matrices"]["parallel"]) == 3
     drops = {(r["model"], r["metric"], r["position"]): r["value"] for r in doc["results"] if r["suite"] == "ablation"}
     assert drops[("layered", "drop", 0)] == 1.0 and ("parallel", "drop ssm branch", 1) in drops
-    assert "| similarity | blocks | 128 | 1 | cosine(input, output) |" in (out / "results.md").read_text()
+    assert "| similarity | blocks | 96 | 1 | cosine(input, output) |" in (out / "results.md").read_text()
     for png in ("similarity.png", "ablation.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["analyze", "--model", str(layered_dir), "--tasks", "sudoku", "--out", str(out)])

@@ -58,14 +58,14 @@ def test_recall_by_needle_depth(load, tokenizer, tmp_path):
 def test_forced_scoring_equals_greedy_decoding(load, tokenizer, tmp_path, llama_dir):
     from paraphrase_pipe.evaluate.forced import span_matches
 
-    examples = generate("phonebook", tokenizer, 200, 6) + generate("passkey", tokenizer, 200, 5)
+    examples = generate("phonebook", tokenizer, 160, 4) + generate("passkey", tokenizer, 160, 5)
     prompts = [e.ids[: e.spans[0][0]] for e in examples]
     answers = [tokenizer.decode(e.ids[slice(*e.spans[0])]) for e in examples]
     outcomes = {}
     for name, path in (("window40", save_recall_lm(tokenizer, tmp_path / "w40", window=40)), ("llama", llama_dir)):
         m = load(path)
         forced = [hits[0] for hits in span_matches(m.model, [e.ids for e in examples], [e.spans for e in examples])]
-        decoded = greedy_generate(m.model, m.tokenizer, prompts, max_new_tokens=24)
+        decoded = greedy_generate(m.model, m.tokenizer, prompts, max_new_tokens=16)
         assert forced == [d.startswith(a) for d, a in zip(decoded, answers)], name
         outcomes[name] = forced
     assert 0 < sum(outcomes["window40"]) < len(examples)  # both outcomes were compared
