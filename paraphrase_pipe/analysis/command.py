@@ -7,12 +7,13 @@ from pathlib import Path
 
 import typer
 
+from paraphrase_pipe.evaluate import cli_options as o
 from paraphrase_pipe.evaluate import defaults as d
 from paraphrase_pipe.evaluate.errors import EvalError
 
 
 def analyze_command(
-    model: list[str] = typer.Option(..., "--model", "-m", help="[NAME=]DIR | hub id | preset:NAME; repeat to compare"),
+    model: list[str] = o.MODEL,
     out: Path = typer.Option(Path("analysis"), "--out", "-o", help="folder for results.json, results.md, *.png"),
     tasks: str = typer.Option(",".join(d.SYNTHETIC_TASKS), help="synthetic recall tasks (of mqar,phonebook,passkey)"),
     length: int = typer.Option(1024, help="input length of the recall sequences (tokens)"),
@@ -21,20 +22,14 @@ def analyze_command(
                               "books, table with `text`, hub id) instead of the recall sequences"),
     ablate: bool = typer.Option(True, help="remove each block (and parallel branch) and measure the recall drop"),
     branches: bool = typer.Option(True, help="also remove the SSM / attention branch of parallel blocks"),
-    tokenizer: str = typer.Option(None, help="tokenizer dir / hub id / builtin:gpt2 [default: the model's own]"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16"),
+    tokenizer: str = o.TOKENIZER,
+    device: str = o.DEVICE,
+    dtype: str = o.DTYPE,
     batch_tokens: int = typer.Option(8192, help="tokens per forward batch"),
-    seed: int = typer.Option(0, help="seed of the synthetic tasks"),
+    seed: int = o.SEED,
 ) -> None:
     """Analyse models: how their blocks change the residual stream, and which blocks carry memory recall."""
-    try:
-        paths = run(**locals())
-    except EvalError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from None
-    for kind, path in paths.items():
-        typer.echo(f"{kind}: {path}")
+    o.report_or_fail(run, locals())
 
 
 def run(model, out, tasks, length, n, texts, ablate, branches, tokenizer, device, dtype, batch_tokens,
@@ -51,10 +46,7 @@ def run(model, out, tasks, length, n, texts, ablate, branches, tokenizer, device
     from paraphrase_pipe.evaluate.synthetic import generate
     from paraphrase_pipe.evaluate.tokens import encode, special_prefix
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    bad = set(names) - set(d.SYNTHETIC_TASKS)
-    if bad or not names:
-        raise EvalError(f"--tasks: unknown {sorted(bad)}; choose from {', '.join(d.SYNTHETIC_TASKS)}")
+    names = o.synthetic_tasks(tasks, "--tasks")
     if length <= 0 or n <= 0:
         raise EvalError("--length and --n must be positive")
     results, matrices, kinds = [], {}, {}

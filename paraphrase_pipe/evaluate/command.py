@@ -8,26 +8,13 @@ from pathlib import Path
 
 import typer
 
+from paraphrase_pipe.evaluate import cli_options as o
 from paraphrase_pipe.evaluate import defaults as d
 from paraphrase_pipe.evaluate.errors import EvalError
 
 SUITES = {"recall": ("jrt", "synthetic"), "jrt": ("jrt",), "synthetic": ("synthetic",),
           "commonsense": ("commonsense",), "longctx": ("longctx",),
           "all": ("jrt", "synthetic", "commonsense", "longctx")}
-
-
-def _ints(text: str, option: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise EvalError(f"{option} {text!r}: expected comma-separated integers") from None
-    if not values or min(values) <= 0:
-        raise EvalError(f"{option} {text!r}: expected positive integers")
-    return values
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
@@ -38,7 +25,7 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 
 
 def eval_command(
-    model: list[str] = typer.Option(..., "--model", "-m", help="[NAME=]DIR | hub id | preset:NAME; repeat to compare"),
+    model: list[str] = o.MODEL,
     suite: list[str] = typer.Option(["all"], "--suite", "-s", help="recall (= jrt + synthetic) | jrt | synthetic | "
                                     "commonsense | longctx | all; repeatable"),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="folder for results.json, results.md, *.png"),
@@ -58,21 +45,15 @@ def eval_command(
     longctx_lengths: str = typer.Option(",".join(map(str, d.LONGCTX_LENGTHS)), help="window lengths (tokens)"),
     longctx_windows: int = typer.Option(d.LONGCTX_WINDOWS, help="windows per length"),
     limit: int = typer.Option(None, help="at most this many items per JRT / lm-eval task"),
-    tokenizer: str = typer.Option(None, help="tokenizer dir / hub id / builtin:gpt2 [default: the model's own]"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16"),
+    tokenizer: str = o.TOKENIZER,
+    device: str = o.DEVICE,
+    dtype: str = o.DTYPE,
     batch_size: int = typer.Option(8, help="prompts per generation batch / lm-eval batch"),
     batch_tokens: int = typer.Option(32768, help="tokens per forward batch (synthetic, longctx)"),
-    seed: int = typer.Option(0, help="seed of the synthetic tasks"),
+    seed: int = o.SEED,
 ) -> None:
     """Evaluate models on memory recall, commonsense reasoning and long-context LM; compare them in one table."""
-    try:
-        paths = run(**locals())
-    except EvalError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from None
-    for kind, path in paths.items():
-        typer.echo(f"{kind}: {path}")
+    o.report_or_fail(run, locals())
 
 
 def run(model, suite, out, lengths, jrt_tasks, recall_data, recall_split, synthetic_tasks, synthetic_n,
@@ -87,22 +68,20 @@ def run(model, suite, out, lengths, jrt_tasks, recall_data, recall_split, synthe
     if unknown:
         raise EvalError(f"--suite {unknown[0]!r}: choose from {', '.join(SUITES)}")
     parts = list(dict.fromkeys(p for s in suite for p in SUITES[s]))
-    recall_lengths, ctx_lengths = _ints(lengths, "--lengths"), _ints(longctx_lengths, "--longctx-lengths")
-    bad = set(_names(synthetic_tasks)) - set(d.SYNTHETIC_TASKS)
-    if bad:
-        raise EvalError(f"--synthetic-tasks: unknown {sorted(bad)}; choose from {', '.join(d.SYNTHETIC_TASKS)}")
+    recall_lengths, ctx_lengths = o.ints(lengths, "--lengths"), o.ints(longctx_lengths, "--longctx-lengths")
+    synthetic_names = o.synthetic_tasks(synthetic_tasks, "--synthetic-tasks")
     sources = {**d.JRT_DATASETS, **_pairs(recall_data, "--recall-data")}
-    jrt = _names(jrt_tasks) if jrt_tasks else list(_pairs(recall_data, "--recall-data") or d.JRT_DATASETS)
+    jrt = o.names(jrt_tasks) if jrt_tasks else list(_pairs(recall_data, "--recall-data") or d.JRT_DATASETS)
     missing = [t for t in jrt if t not in sources]
     if missing:
         raise EvalError(f"JRT task {missing[0]!r} has no source: pass --recall-data {missing[0]}=PATH")
     steps = {
         "jrt": lambda m: recall_jrt.evaluate_jrt(m.model, m.tokenizer, m.name, {t: sources[t] for t in jrt},
                                                  recall_lengths, limit, batch_size, recall_split),
-        "synthetic": lambda m: synthetic.evaluate_synthetic(m.model, m.tokenizer, m.name, _names(synthetic_tasks),
+        "synthetic": lambda m: synthetic.evaluate_synthetic(m.model, m.tokenizer, m.name, synthetic_names,
                                                             recall_lengths, synthetic_n, seed, batch_tokens),
         "commonsense": lambda m: commonsense.evaluate_commonsense(
-            m.model, m.tokenizer, m.name, _names(commonsense_tasks), limit, batch_size,
+            m.model, m.tokenizer, m.name, o.names(commonsense_tasks), limit, batch_size,
             str(lm_eval_include) if lm_eval_include else None),
         "longctx": lambda m: longctx.evaluate_longctx(m.model, m.tokenizer, m.name, longctx_data, ctx_lengths,
                                                       longctx_windows, batch_tokens),

@@ -24,17 +24,6 @@ def layered_dir(tokenizer, tmp_path_factory):
     return save_layered(tokenizer, tmp_path_factory.mktemp("layered"))
 
 
-@pytest.fixture(scope="module")
-def parallel_dir(tokenizer, tmp_path_factory):
-    from paraphrase_pipe.models import build_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("parallel")
-    build_model("parallel-tiny", vocab_size=len(tokenizer)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_known_answers_on_a_lookup_block_and_a_no_op_block(load, layered_dir, tokenizer):
     m = load(layered_dir)
     seqs = [e.ids for e in generate("phonebook", tokenizer, 160, 3)]

@@ -4,7 +4,8 @@
 - `blind_dir`: RecallLM that sees only the last 4 tokens — cannot recall anything (recall 0.0);
 - `llama_dir`: a random-weight LlamaForCausalLM (attention, honours padding masks);
 - `mamba_dir`: a random-weight MambaForCausalLM (recurrent; it masks padding out of its state);
-- `gpt2_dir`: a random-weight GPT2LMHeadModel (absolute positions: left padding shifts them).
+- `gpt2_dir`: a random-weight GPT2LMHeadModel (absolute positions: left padding shifts them);
+- `parallel_dir`: our parallel hybrid (`paraphrase_pipe.models` preset parallel-tiny), random weights.
 Each is saved with its tokenizer, so it loads with `AutoModelForCausalLM.from_pretrained(dir)` like a real one.
 """
 
@@ -98,6 +99,14 @@ def gpt2_dir(tokenizer, tmp_path_factory) -> Path:
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=2, n_positions=1024,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return _save(GPT2LMHeadModel(config), tokenizer, tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="session")
+def parallel_dir(tokenizer, tmp_path_factory) -> Path:
+    from paraphrase_pipe.models import build_model
+
+    torch.manual_seed(0)
+    return _save(build_model("parallel-tiny", vocab_size=len(tokenizer)), tokenizer, tmp_path_factory.mktemp("par"))
 
 
 @pytest.fixture(scope="session")

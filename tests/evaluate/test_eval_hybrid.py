@@ -19,17 +19,6 @@ from paraphrase_pipe.evaluate.synthetic import generate
 from paraphrase_pipe.evaluate.tokens import encode
 
 
-@pytest.fixture(scope="module")
-def parallel_dir(tokenizer, tmp_path_factory):
-    from paraphrase_pipe.models import build_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("parallel")
-    build_model("parallel-tiny", vocab_size=len(tokenizer)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_hybrid_decoding_scoring_and_nll(load, parallel_dir, tokenizer):
     m = load(parallel_dir)
     assert type(m.model).__name__ == "HybridForCausalLM"
