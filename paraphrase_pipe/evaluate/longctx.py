@@ -64,7 +64,8 @@ def position_buckets(length: int) -> list[tuple[int, int]]:
 
 
 def evaluate_longctx(model, tokenizer, model_name: str, source: str = LONGCTX_SOURCE, lengths=LONGCTX_LENGTHS,
-                     max_windows: int = LONGCTX_WINDOWS, batch_tokens: int = 32768, task: str | None = None) -> list[Result]:
+                     max_windows: int = LONGCTX_WINDOWS, batch_tokens: int = 32768,
+                     task: str | None = None) -> list[Result]:
     task = task or _task_name(source)
     docs = [encode(tokenizer, t) for t in read_texts(source)]
     prefix = special_prefix(tokenizer)

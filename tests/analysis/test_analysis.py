@@ -30,7 +30,8 @@ def test_known_answers_on_a_lookup_block_and_a_no_op_block(load, layered_dir, to
     sim = block_similarity(m.model, seqs, batch_tokens=200)
     assert sim.tokens == sum(map(len, seqs)) and sim.branches == {}
     assert sim.adjacent[1] == pytest.approx(1.0)  # the no-op block
-    assert sim.adjacent[0] == pytest.approx(1 / math.sqrt(1 + 20.0 ** 2), rel=1e-5)  # lookup adds 20 x a one-hot elsewhere
+    # the lookup block adds 20 x a one-hot in channels orthogonal to its input
+    assert sim.adjacent[0] == pytest.approx(1 / math.sqrt(1 + 20.0 ** 2), rel=1e-5)
     assert sim.matrix[0][2] == pytest.approx(sim.adjacent[0]) and sim.matrix[1][0] == pytest.approx(sim.matrix[0][1])
 
     rows = recall_drop(m.model, tokenizer, "layered", tasks=("phonebook", "mqar"), length=160, n=3)

@@ -37,4 +37,5 @@ def test_lm_eval_results_block_to_rows():
                                 "acc_norm_stderr,none": "N/A"}},
            "n-samples": {"piqa": {"original": 1838, "effective": 100}}}
     rows = to_results(out, "m")
-    assert [(r.metric, r.value, r.n, r.stderr) for r in rows] == [("acc", 0.7, 100, 0.01), ("acc_norm", 0.71, 100, None)]
+    assert [(r.metric, r.value, r.n, r.stderr) for r in rows] == [("acc", 0.7, 100, 0.01),
+                                                                  ("acc_norm", 0.71, 100, None)]
