@@ -10,7 +10,8 @@
                 (`merge`: sum | norm-mean | gate | concat-proj | cross-attention, see `merge.py`).
 
 `ssm_cfg` / `attn_cfg` use the keyword names of mamba_ssm's `Mamba`/`Mamba2`/`MHA`, so a state-spaces
-`config.json` maps onto this config key for key (`checkpoints.py`).
+`config.json` maps onto this config key for key (`checkpoints.py`). `ssm_cfg` may mix Mamba-1 and Mamba-2 keys
+(e.g. in a preset); only those of `ssm_layer` are used, so switching `ssm_layer` needs no other change.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ class HybridConfig(PretrainedConfig):
 
     def ssm_kwargs(self) -> dict:
         """Resolved keyword arguments of the SSM mixer (mamba_ssm names)."""
-        given = {k: v for k, v in self.ssm_cfg.items() if k not in SSM_IGNORED}
-        return {**SSM_DEFAULTS[self.ssm_layer], **given}
+        defaults = SSM_DEFAULTS[self.ssm_layer]
+        return {**defaults, **{k: v for k, v in self.ssm_cfg.items() if k in defaults}}
 
     def attn_kwargs(self) -> dict:
         """Resolved keyword arguments of the attention mixer (mamba_ssm `MHA` names)."""
@@ -174,9 +175,9 @@ class HybridConfig(PretrainedConfig):
             fail("ssm_cfg.d_ssm (partial SSM width) is not supported")
         if self.ssm_cfg.get("D_has_hdim"):
             fail("ssm_cfg.D_has_hdim=True is not supported")
-        unknown = set(self.ssm_cfg) - set(SSM_DEFAULTS[self.ssm_layer]) - SSM_IGNORED
+        unknown = set(self.ssm_cfg) - set(SSM_DEFAULTS["mamba1"]) - set(SSM_DEFAULTS["mamba2"]) - SSM_IGNORED
         if unknown:
-            fail(f"unknown ssm_cfg keys for {self.ssm_layer}: {sorted(unknown)}")
+            fail(f"unknown ssm_cfg keys: {sorted(unknown)}")
         unknown = set(self.attn_cfg) - set(ATTN_DEFAULTS)
         if unknown:
             fail(f"unknown attn_cfg keys: {sorted(unknown)}")

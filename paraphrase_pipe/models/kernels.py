@@ -30,6 +30,7 @@ from .ssd import ssd_scan as _ssd_torch
 ENV_VAR = "PARAPHRASE_PIPE_KERNELS"
 log = logging.getLogger(__name__)
 _logged: set = set()
+LAST_PATH: dict[str, str] = {}  # op -> "cuda" | "torch" of its latest call (benchmarks label their rows with it)
 
 
 def _once(key, msg, *args):
@@ -47,13 +48,22 @@ def resolve_mode(configured: str = "auto") -> str:
 
 @functools.lru_cache(maxsize=None)
 def mamba_ssm_ops() -> SimpleNamespace | None:
-    """mamba_ssm's scan kernels, or None (with the reason logged) when they do not import."""
+    """mamba_ssm's scan kernels, or None (with the reason logged) when they do not import.
+
+    `selective_scan_fn` is None when mamba_ssm was installed without its compiled extension (a stub
+    `selective_scan_cuda` module, the no-build route of benchmarks/gpu_setup.sh): Mamba-2 then still runs the
+    Triton kernels and Mamba-1 the pure scan.
+    """
     try:
+        import selective_scan_cuda
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
         from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
     except Exception as exc:  # ImportError, missing compiled module, triton problems...
         log.info("mamba_ssm kernels unavailable (%s: %s): using the pure PyTorch scans", type(exc).__name__, exc)
         return None
+    if not hasattr(selective_scan_cuda, "fwd"):
+        log.info("mamba_ssm has no compiled selective_scan_cuda: Mamba-1 uses the pure PyTorch scan")
+        selective_scan_fn = None
     return SimpleNamespace(selective_scan_fn=selective_scan_fn, mamba_chunk_scan_combined=mamba_chunk_scan_combined)
 
 
@@ -67,24 +77,27 @@ def causal_conv1d_op():
     return causal_conv1d_fn
 
 
-def use_cuda(x: torch.Tensor, mode: str) -> bool:
-    """Whether mamba_ssm kernels should run for tensor x under `mode`."""
+def use_cuda(x: torch.Tensor, mode: str, op: str = "mamba_chunk_scan_combined") -> bool:
+    """Whether mamba_ssm's kernel `op` should run for tensor x under `mode`."""
     mode = resolve_mode(mode)
     if mode == "torch" or not x.is_cuda:
         if mode == "cuda" and not x.is_cuda:
             raise RuntimeError("kernels='cuda' needs the model on a CUDA device")
         return False
     ops = mamba_ssm_ops()
-    if ops is None and mode == "cuda":
-        raise RuntimeError("kernels='cuda' but mamba_ssm does not import; install mamba-ssm (see README) or use 'auto'")
-    return ops is not None
+    available = ops is not None and getattr(ops, op) is not None
+    if not available and mode == "cuda":
+        raise RuntimeError(f"kernels='cuda' but mamba_ssm's {op} is not available; build mamba-ssm "
+                           "(benchmarks/gpu_setup.sh, README) or use kernels='auto'")
+    return available
 
 
 def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="auto"):
     """Mamba-1 scan; tensors (B, L, ·) as in `selective_scan.selective_scan`. Returns (y, final state)."""
-    if use_cuda(x, mode):
+    if use_cuda(x, mode, "selective_scan_fn"):
         if seg is None and state is None:
             _once("scan1-cuda", "Mamba-1 scan: mamba_ssm selective_scan_fn (CUDA)")
+            LAST_PATH["scan1"] = "cuda"
             dtype = x.dtype
             y, last = mamba_ssm_ops().selective_scan_fn(
                 x.transpose(1, 2), dt.to(dtype).transpose(1, 2), A, B.to(dtype).transpose(1, 2),
@@ -96,6 +109,7 @@ def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="au
               "(the CUDA selective scan cannot reset its state)")
     else:
         _once(("scan1-torch", x.device.type), "Mamba-1 scan: pure PyTorch on %s", x.device.type)
+    LAST_PATH["scan1"] = "torch"
     return _scan_torch(x, dt, A, B, C, D, z, dt_bias, seg=seg, state=state)
 
 
@@ -103,6 +117,7 @@ def ssd_scan(x, dt, A, B, C, D, dt_bias, chunk_size, seg=None, state=None, dt_li
     """Mamba-2 scan; tensors as in `ssd.ssd_scan`. Returns (y, final state)."""
     if use_cuda(x, mode) and state is None:
         _once("scan2-cuda", "Mamba-2 scan: mamba_ssm mamba_chunk_scan_combined (Triton)")
+        LAST_PATH["scan2"] = "cuda"
         dtype = x.dtype
         extra = {} if tuple(dt_limit) == (0.0, float("inf")) else {"dt_limit": tuple(dt_limit)}
         y, final = mamba_ssm_ops().mamba_chunk_scan_combined(
@@ -112,17 +127,21 @@ def ssd_scan(x, dt, A, B, C, D, dt_bias, chunk_size, seg=None, state=None, dt_li
         )
         return y, final
     _once(("scan2-torch", x.device.type), "Mamba-2 scan: pure PyTorch on %s", x.device.type)
+    LAST_PATH["scan2"] = "torch"
     return _ssd_torch(x, dt, A, B, C, D, dt_bias, chunk_size, seg=seg, state=state, dt_limit=dt_limit)
 
 
 def causal_conv(x, weight, bias, seg=None, state=None, mode="auto"):
     """Depthwise causal conv + SiLU of x (B, L, C) with weight (C, K)."""
-    if use_cuda(x, mode) and state is None and weight.shape[1] in (2, 3, 4) and x.shape[-1] % 8 == 0:
+    cuda_ok = x.is_cuda and resolve_mode(mode) != "torch" and state is None
+    if cuda_ok and weight.shape[1] in (2, 3, 4) and x.shape[-1] % 8 == 0:
         fn = causal_conv1d_op()
         if fn is not None:
             _once("conv-cuda", "causal conv: causal_conv1d_fn (CUDA)")
+            LAST_PATH["conv"] = "cuda"
             out = fn(x.contiguous().transpose(1, 2), weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
                      seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), activation="silu")
             return out.transpose(1, 2)
     _once(("conv-torch", x.device.type), "causal conv: pure PyTorch on %s", x.device.type)
+    LAST_PATH["conv"] = "torch"
     return _conv_torch(x, weight, bias, seg=seg, state=state)

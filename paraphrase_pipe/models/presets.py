@@ -41,7 +41,7 @@ PRESETS: dict[str, dict] = {
     for size, table in {
         "tiny": _sizes(64, 4, 2, 192, 4, 2, 512, _TINY),
         "130m": _sizes(768, 24, 12, 2304, 28, 11, NEOX_VOCAB),
-        "370m": _sizes(1024, 48, 24, 2816, 56, 22, NEOX_VOCAB),
+        "370m": _sizes(1024, 48, 24, 2816, 52, 21, NEOX_VOCAB),
     }.items()
     for arch, cfg in table.items()
 }

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Install the state-spaces CUDA kernels (mamba_ssm, optionally causal_conv1d) on a bare GPU machine from the
+# sdists carried in .gpu/. Fetch them on a machine with a registry (the env vars stop setup.py from compiling):
+#   MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE \
+#     pip download --no-deps --no-build-isolation --no-binary :all: mamba-ssm causal-conv1d -d .gpu/
+# and name .gpu in the device call's `carry`. Usage, in one call:  bash benchmarks/gpu_setup.sh && python3 ...
+#
+# GPU_SETUP_BUILD=1 (default): compile mamba_ssm for sm_90 only (H100/H200): 174 s measured on the H100
+#   machine (8 jobs, while causal_conv1d compiled beside it). Gives Mamba-1 `selective_scan_fn` and the
+#   Mamba-2 Triton kernels.
+# GPU_SETUP_BUILD=0: no compilation (~20 s): the pure-Python mamba_ssm wheel plus a stub `selective_scan_cuda`
+#   module. Mamba-2 runs its Triton kernels, Mamba-1 the pure PyTorch scan.
+# GPU_SETUP_CONV1D=1 (default 0): also compile causal_conv1d, in parallel; it was not done after 390 s on the
+#   H100 machine (its backward file alone takes minutes), so it is abandoned after GPU_SETUP_CONV1D_DEADLINE
+#   seconds (default 540) and the models use the pure PyTorch convolution.
+set -uo pipefail
+set -m  # background builds get their own process group, so an abandoned one can be stopped with all its nvcc
+cd "$(dirname "$0")/.."
+SRC=${GPU_SDIST_DIR:-.gpu}
+WORK=${GPU_BUILD_DIR:-/tmp/gpu_build}
+JOBS=${MAX_JOBS:-8}
+DEADLINE=${GPU_SETUP_CONV1D_DEADLINE:-540}
+START=$(date +%s)
+mkdir -p "$WORK/wheels"
+export TORCH_CUDA_ARCH_LIST="9.0"
+
+unpack() {  # unpack NAME: the sdist's directory on stdout
+  local tarball
+  tarball=$(ls "$SRC"/"$1"-*.tar.gz 2>/dev/null | head -1)
+  [ -n "$tarball" ] || { echo "gpu_setup: no $SRC/$1-*.tar.gz" >&2; return 1; }
+  tar xzf "$tarball" -C "$WORK" && echo "$WORK/$(basename "$tarball" .tar.gz)"
+}
+
+build() {  # build NAME ENVPREFIX: keep only sm_90 in setup.py, build a wheel into $WORK/wheels
+  local name=$1 prefix=$2 dir
+  dir=$(unpack "$name") || return 1
+  python3 - "$dir/setup.py" <<'EOF'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+marker = "    # HACK: The compiler flag"
+assert marker in s, "setup.py layout changed: cannot restrict the CUDA archs"
+s = s.replace(marker, '    cc_flag = ["-gencode", "arch=compute_90,code=sm_90"]\n' + marker, 1)
+open(p, "w").write(s)
+EOF
+  (cd "$dir" && env "${prefix}_FORCE_BUILD=TRUE" MAX_JOBS="$JOBS" \
+     python3 -m pip wheel --no-build-isolation --no-deps --no-index -w "$WORK/wheels" . >"$WORK/$name.log" 2>&1) \
+    || { echo "gpu_setup: $name build failed, see $WORK/$name.log" >&2; tail -20 "$WORK/$name.log" >&2; return 1; }
+  echo "gpu_setup: built $name in $(( $(date +%s) - START )) s"
+}
+
+if python3 -c "import selective_scan_cuda, mamba_ssm" 2>/dev/null; then
+  echo "gpu_setup: mamba_ssm already importable"
+elif [ "${GPU_SETUP_BUILD:-1}" = "0" ]; then
+  dir=$(unpack mamba_ssm) || exit 1
+  (cd "$dir" && MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE \
+     python3 -m pip wheel -q --no-build-isolation --no-deps --no-index -w "$WORK/wheels" .) || exit 1
+  python3 -m pip install -q --no-deps --no-index "$WORK"/wheels/mamba_ssm-*.whl || exit 1
+  site=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  echo '"""Stub: mamba_ssm installed without its compiled selective scan (gpu_setup.sh GPU_SETUP_BUILD=0)."""' \
+    >"$site/selective_scan_cuda.py"
+  echo "gpu_setup: pure mamba_ssm + stub selective_scan_cuda (Mamba-2 Triton only)"
+else
+  build mamba_ssm MAMBA & MAMBA_PID=$!
+  CONV_PID=
+  if [ "${GPU_SETUP_CONV1D:-0}" = "1" ] && ! python3 -c "import causal_conv1d" 2>/dev/null; then
+    build causal_conv1d CAUSAL_CONV1D & CONV_PID=$!
+  fi
+  wait "$MAMBA_PID" || exit 1
+  if [ -n "$CONV_PID" ]; then
+    while kill -0 "$CONV_PID" 2>/dev/null && [ $(( $(date +%s) - START )) -lt "$DEADLINE" ]; do sleep 5; done
+    if kill -0 "$CONV_PID" 2>/dev/null; then
+      echo "gpu_setup: causal_conv1d not built after ${DEADLINE}s: continuing without it" >&2
+      kill -- -"$CONV_PID" 2>/dev/null
+    fi
+  fi
+  python3 -m pip install -q --no-deps --no-index "$WORK"/wheels/*.whl || exit 1
+fi
+
+# mamba_ssm's package __init__ also imports Mamba-3 (Triton/TileLang code we do not use): if that import
+# breaks on this Triton, drop it so the Mamba-1/Mamba-2 kernels stay importable.
+if ! python3 -c "import mamba_ssm" 2>"$WORK/import.err"; then
+  tail -3 "$WORK/import.err" >&2
+  init=$(python3 -c "import importlib.util as u; print(u.find_spec('mamba_ssm').origin)")
+  sed -i 's/^from mamba_ssm.modules.mamba3 import Mamba3/# &/' "$init"
+  python3 -c "import mamba_ssm" || exit 1
+  echo "gpu_setup: disabled the Mamba-3 import in $init" >&2
+fi
+python3 - <<'EOF'
+import torch, mamba_ssm
+try:
+    import causal_conv1d
+    conv = causal_conv1d.__version__
+except Exception as exc:
+    conv = f"missing ({type(exc).__name__})"
+print(f"gpu_setup: torch {torch.__version__}, mamba_ssm {mamba_ssm.__version__}, causal_conv1d {conv}")
+EOF
+echo "gpu_setup: done in $(( $(date +%s) - START )) s"
