@@ -82,6 +82,8 @@ def batches(lengths: list[int], batch_size: int, mix_lengths: bool) -> list[list
 def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 48,
                     batch_size: int = 8) -> list[str]:
     """The greedy continuation of every prompt (token ids), cut at the first newline."""
+    if not prompts:
+        return []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         pad_id = 0

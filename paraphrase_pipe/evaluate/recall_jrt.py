@@ -73,14 +73,16 @@ def evaluate_jrt(model, tokenizer, model_name: str, tasks: dict[str, str], lengt
         items = load_items(source, split, limit)
         docs = [encode(tokenizer, it.document) for it in items]
         questions = [encode(tokenizer, it.question) for it in items]
-        seen: dict[tuple[int, ...], str] = {}  # a prompt that no length cuts is decoded once
+        full = [len(prefix) + len(d) + len(q) for d, q in zip(docs, questions)]
+        answers: dict[tuple[int, int], str] = {}  # (item, kept length): a prompt no length cuts is decoded once
         for length in lengths:
             prompts = [fit(prefix, d, q, length) for d, q in zip(docs, questions)]
-            todo = list(dict.fromkeys(tuple(p) for p in prompts if tuple(p) not in seen))
-            seen.update(zip(todo, greedy_generate(model, tokenizer, [list(p) for p in todo], MAX_NEW_TOKENS,
-                                                  batch_size)))
+            keys = [(i, min(length, f)) for i, f in enumerate(full)]
+            todo = [i for i, k in enumerate(keys) if k not in answers]
+            new = greedy_generate(model, tokenizer, [prompts[i] for i in todo], MAX_NEW_TOKENS, batch_size)
+            answers.update((keys[i], text) for i, text in zip(todo, new))
             n = len(items)
-            hits = sum(contains(seen[tuple(p)], it.answers) for p, it in zip(prompts, items))
+            hits = sum(contains(answers[k], it.answers) for k, it in zip(keys, items))
             kept = sum(contains(tokenizer.decode(p), it.answers) for p, it in zip(prompts, items))
             row = dict(model=model_name, suite="recall", task=task, n=n, length=length)
             results += [Result(metric="contains", value=hits / n, **row),
