@@ -9,6 +9,7 @@ resolved config. Shards are read one at a time, so the card never needs the whol
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -60,11 +61,11 @@ def source_license(inputs: list[str]) -> dict:
             if meta is None:
                 continue
             if meta.get("license"):
-                found = {"license": meta["license"], "note": f"inherited from {readme}"}
+                found = {"license": meta["license"], "note": f"inherited from {os.path.relpath(readme)}"}
                 found.update({k: meta[k] for k in ("license_name", "license_link") if meta.get(k)})
                 return found
             name = meta.get("pretty_name", directory.name)
-            return {"license": "other", "license_name": "same-as-source", "note": f"the terms of the source ({name}, {readme}) apply; its card names no license"}
+            return {"license": "other", "license_name": "same-as-source", "note": f"the terms of the source ({name}, {os.path.relpath(readme)}) apply; its card names no license"}
     return {"license": "unknown", "note": "no dataset card with a license was found next to the input; the source's terms apply"}
 
 
@@ -195,7 +196,7 @@ def front_matter(ctx: dict) -> str:
     configs = [{"config_name": "default", "default": True, "data_files": [{"split": "train", "path": "shards/*.arrow"}]}]
     if ctx["has_rejected"]:
         configs.append({"config_name": "rejected", "data_files": [{"split": "train", "path": "rejected/*.arrow"}]})
-    meta = {k: v for k, v in ctx["license"].items() if k in ("license", "license_name", "license_link")}
+    meta = {k: ctx["license"][k] for k in ("license", "license_name", "license_link") if ctx["license"].get(k)}
     meta.update(
         pretty_name=ctx["title"],
         task_categories=["text-generation"],

@@ -1,7 +1,9 @@
-"""A paraphrase engine that answers with the fixture's paraphrases (by doc_id), so a whole `run_build` —
-filter, compose, shards, manifest, card — runs on real text pairs without an LLM."""
+"""A paraphrase engine that answers with hand-written paraphrases (a JSON file: doc_id -> text), so a whole
+`run_build` — filter, compose, shards, manifest, card — runs on real text pairs without an LLM."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from paraphrase_pipe.engines.base import Generation
@@ -11,8 +13,8 @@ class PairsEngine:
     name = "pairs"
     placement = "worker"
 
-    def __init__(self, paraphrases: dict[str, str]):
-        self.paraphrases = paraphrases
+    def __init__(self, paraphrases_file: str):
+        self.paraphrases = json.loads(Path(paraphrases_file).read_text())
 
     def identity(self) -> dict[str, Any]:
         return {"engine": "pairs", "model": "hand-written", "template": "fixture"}

@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import yaml
 
 from paraphrase_pipe.build import run_build
-from paraphrase_pipe.card import source_license, write_card
+from paraphrase_pipe.card import source_license
 from paraphrase_pipe.config import resolve_config
 from paraphrase_pipe.engines import REGISTRY
 
@@ -51,23 +51,33 @@ def test_cli_build_writes_a_card_that_datasets_loads(tmp_path):
     assert bad.returncode == 2 and "no manifest.json" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.fixture
-def pairs_build(pairs, tmp_path, monkeypatch):
-    """A real run_build over documents made of the fixture's originals, paraphrased by the pairs engine:
-    faithful paraphrases in one input file, the non-paraphrases in another."""
-    monkeypatch.setitem(REGISTRY, "pairs", "tests.filters.pairs_engine:PairsEngine")
+def build_from_pairs(pairs: list[dict], root: Path, **overrides) -> Path:
+    """A real run_build over documents made of the fixture's originals, paraphrased by the pairs engine: the
+    faithful paraphrases in one input file, the non-paraphrases in another. Paths are relative to `root`."""
     paraphrases = {}
+    (root / "sample-pairs").mkdir(parents=True, exist_ok=True)
     for name, group in (("good.jsonl", [p for p in pairs if p["kind"] == "paraphrase"]), ("bad.jsonl", [p for p in pairs if p["kind"] != "paraphrase"])):
         records = [{"text": p["original"], "meta": {"redpajama_set_name": "RedPajamaBook"}} for p in group]
-        (tmp_path / "in").mkdir(exist_ok=True)
-        (tmp_path / "in" / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+        (root / "sample-pairs" / name).write_text("".join(json.dumps(r) + "\n" for r in records))
         paraphrases.update({f"{name}:{i}": p["paraphrase"] for i, p in enumerate(group)})
-    config = resolve_config(
-        input=[str(tmp_path / "in")], output=str(tmp_path / "out"), tokenizer=TOK, chunk=256, min_chunk_tokens=8,
-        engine="pairs", engine_options={"paraphrases": paraphrases}, layout="orig+para", workers=1, progress=False,
-    )
-    run_build(config)
-    return tmp_path / "out", pairs
+    (root / "paraphrases.json").write_text(json.dumps(paraphrases))
+    # the chunks come from the bundled sample: its licenses, in a dataset card the build inherits them from
+    (root / "sample-pairs" / "README.md").write_text("---\nlicense: other\nlicense_name: vim-license-and-psf-2.0\n---\n")
+    values = dict(input=["sample-pairs"], output="out", tokenizer=TOK, chunk=256, min_chunk_tokens=8, engine="pairs",
+                  engine_options={"paraphrases_file": "paraphrases.json"}, layout="orig+para", workers=1, progress=False)
+    cwd = os.getcwd()
+    os.chdir(root)  # recipes use relative paths; the card shows them as given
+    try:
+        run_build(resolve_config(None, **{**values, **overrides}))
+    finally:
+        os.chdir(cwd)
+    return root / "out"
+
+
+@pytest.fixture
+def pairs_build(pairs, tmp_path, monkeypatch):
+    monkeypatch.setitem(REGISTRY, "pairs", "tests.filters.pairs_engine:PairsEngine")
+    return build_from_pairs(pairs, tmp_path), pairs
 
 
 def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
@@ -85,6 +95,7 @@ def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
     assert sum(manifest["counts"]["rejects_by_reason"].values()) == len(pairs) - n_good
     assert manifest["config"]["filter_options"]["semantic"]["min"] == 0.8  # thresholds recorded
 
+    assert front_matter(out)["license_name"] == "vim-license-and-psf-2.0"  # inherited from the input's card
     card = (out / "README.md").read_text()
     assert "![score histograms before and after filtering](scores.png)" in card
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
