@@ -9,6 +9,7 @@
 - `labels` are shifted inside (HF convention); the loss ignores -100 and the predictions across a document
   boundary of `seq_idx`.
 - `generate` keeps a `HybridCache` (recurrent state per SSM mixer, KV cache per attention mixer / merge).
+- Fused losses: `final_hidden_states(input_ids, seq_idx)` is the input of `lm_head` (no logits materialised).
 - Analysis: `forward_hidden(input_ids, seq_idx)` returns the residual stream after every block, every mixer's
   output and every parallel block's branch outputs; `output_hidden_states=True` returns the residual stream
   (embeddings + one entry per block, before the final norm).
@@ -66,7 +67,7 @@ class HybridPreTrainedModel(PreTrainedModel):
             # GPT-2 / mamba_ssm: output projections scaled by 1/sqrt(residual adds per model)
             n_res = (2 if module.mlp is not None else 1) * self.config.n_layer
             for name, p in module.named_parameters():
-                if name.endswith(("out_proj.weight", "fc2.weight")) and ".merge." not in f".{name}":
+                if name.endswith(("out_proj.weight", "fc2.weight")):
                     nn.init.normal_(p, std=std / math.sqrt(n_res))
 
     @classmethod
@@ -182,6 +183,13 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
             target[seq_idx[:, 1:] != seq_idx[:, :-1]] = -100
         return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
                                ignore_index=-100)
+
+    def final_hidden_states(self, input_ids: torch.LongTensor, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states after the final norm, (B, L, d_model): what `lm_head` reads. For trainers that fuse the
+        head into a chunked cross-entropy instead of materialising the logits."""
+        hidden = self._embed(input_ids, None)
+        ctx = self._context(hidden.shape[0], hidden.shape[1], hidden.device, seq_idx, None)
+        return self.backbone(hidden, ctx)[0]
 
     @torch.no_grad()
     def forward_hidden(self, input_ids: torch.LongTensor, seq_idx: torch.Tensor | None = None) -> dict:

@@ -17,6 +17,7 @@ def test_shapes_loss_and_hidden_states(variant):
     assert torch.isfinite(out.loss) and out.loss.item() == pytest.approx(torch.log(torch.tensor(512.0)).item(), rel=0.2)
     assert len(out.hidden_states) == model.config.n_layer + 1
     assert out.hidden_states[0].shape == (2, 12, model.config.d_model)
+    torch.testing.assert_close(model.lm_head(model.final_hidden_states(x)), out.logits)
 
 
 @pytest.mark.parametrize("variant", MAIN)
