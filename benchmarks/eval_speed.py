@@ -48,6 +48,13 @@ def suite_tokens(tokenizer, lengths, n) -> int:
                for e in generate(task, tokenizer, length, n or SYNTHETIC_EXAMPLES[task]))
 
 
+def kernel_paths() -> dict:
+    """Which scan implementation the hybrid models last ran (pure PyTorch or mamba_ssm's kernels)."""
+    from paraphrase_pipe.models import kernels
+
+    return dict(getattr(kernels, "LAST_PATH", {}))
+
+
 def bench(preset: str, args) -> dict:
     loaded = load_model(f"preset:{preset}", args.device, args.dtype, args.tokenizer)
     model, tok = loaded.model, loaded.tokenizer
@@ -69,6 +76,7 @@ def bench(preset: str, args) -> dict:
     _, row["decode_s"] = timed(args.device, lambda: greedy_generate(model, tok, prompts, max_new_tokens=16,
                                                                     batch_size=args.decode_batch))
     row["decode_prompts"] = len(prompts)
+    row["kernel_paths"] = kernel_paths()
     del loaded, model
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()

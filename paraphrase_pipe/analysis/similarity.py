@@ -35,7 +35,7 @@ def block_similarity(model, sequences: list[list[int]], batch_tokens: int = 8192
     for _, ids, mask in right_padded(sequences, batch_tokens):
         ids, mask = ids.to(model.device), mask.to(model.device)
         with capture(model) as states:
-            model(input_ids=ids, **small)
+            model(input_ids=ids, use_cache=False, **small)
         unit = torch.stack([F.normalize(s.float()[mask], dim=-1) for s in states])  # (L + 1, N, D)
         flat = unit.transpose(0, 1).reshape(unit.shape[1], unit.shape[0], -1)  # (N, L + 1, D)
         part = torch.einsum("nid,njd->ij", flat, flat).double().cpu()

@@ -23,7 +23,7 @@ def span_matches(model, sequences: list[list[int]], spans: list[list[tuple[int, 
         need = sorted({p for i in idx for s, e in spans[i] for p in range(s - 1, e - 1)})
         where = torch.tensor(need, dtype=torch.long)
         kw = {"logits_to_keep": where.to(model.device)} if keep_arg else {}
-        logits = model(input_ids=ids.to(model.device), **kw).logits
+        logits = model(input_ids=ids.to(model.device), use_cache=False, **kw).logits
         pred = (logits if keep_arg else logits[:, where.to(logits.device)]).argmax(-1).tolist()
         col = {p: c for c, p in enumerate(need)}
         for row, i in enumerate(idx):

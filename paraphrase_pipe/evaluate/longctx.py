@@ -46,7 +46,7 @@ def token_nll(model, seqs: list[list[int]], batch_tokens: int = 32768, chunk: in
     rows = []
     for k in range(0, len(seqs), per_batch):
         ids = torch.tensor(seqs[k:k + per_batch], device=model.device)
-        logits = model(input_ids=ids).logits
+        logits = model(input_ids=ids, use_cache=False).logits
         ends = [(s, min(s + chunk, length - 1)) for s in range(0, length - 1, chunk)]  # the last logit predicts nothing
         parts = [F.cross_entropy(logits[:, s:e].float().transpose(1, 2), ids[:, s + 1:e + 1], reduction="none")
                  for s, e in ends]
