@@ -36,6 +36,8 @@ def row_set(out: Path) -> frozenset[tuple]:
 def ray_runtime():
     """A real local Ray (2 CPUs) for every test here; the executors join it instead of starting their own."""
     ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # an executor elsewhere in the session left its own local Ray running
+        ray.shutdown()
     env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     ray.data.DataContext.get_current().enable_progress_bars = False
