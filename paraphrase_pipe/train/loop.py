@@ -116,10 +116,12 @@ def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 
-def build_module(cfg: TrainConfig, vocab_size: int, env: distributed.Env) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(HF model, wrapped loss module): fp32 master weights, optional checkpointing / compile, DDP or FSDP."""
-    model = load_model(cfg.model, vocab_size, cfg.model_overrides)
-    module = CausalLMLoss(model, cfg.loss_chunk).to(env.device)
+def build_module(cfg: TrainConfig, vocab_size: int, env: distributed.Env,
+                 model: torch.nn.Module | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(model, wrapped loss module): fp32 master weights, optional checkpointing / compile, DDP or FSDP.
+    `model` skips loading (benchmarks pass models built elsewhere)."""
+    model = model if model is not None else load_model(cfg.model, vocab_size, cfg.model_overrides)
+    module = CausalLMLoss(model, cfg.loss_chunk, compile_loss=cfg.compile).to(env.device)
     layers = blocks(model)
     if cfg.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
@@ -131,6 +133,39 @@ def build_module(cfg: TrainConfig, vocab_size: int, env: distributed.Env) -> tup
         for layer in layers:
             layer.compile()
     return model, distributed.wrap(module, env, cfg.distributed, cfg.precision == "bf16")
+
+
+def make_optimizer(module: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the fp32 master weights; the fused CUDA kernel on GPUs."""
+    return torch.optim.AdamW(_param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                             fused=device.type == "cuda" or None)
+
+
+def autocast_fn(device: torch.device, bf16: bool):
+    """bf16 autocast over fp32 master weights (matmuls in bf16, reductions and the optimizer in fp32)."""
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def train_step(module, optimizer, micro: list[dict], scale: float, autocast, grad_clip: float,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over this rank's micro-batches: (summed loss, grad norm) as device tensors.
+
+    `scale` = world / targets of the whole step, so the update is the mean over every target whatever the
+    split into ranks and micro-batches. Nothing here waits for the GPU: the next step's batches are cut while
+    this one runs.
+    """
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for i, batch in enumerate(micro):
+        batch = _batch_to(batch, device)
+        with distributed.grad_sync(module, i == len(micro) - 1):
+            with autocast():
+                loss = module(**batch)
+            (loss * scale).backward()
+        total += loss.detach()
+    norm = torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip or math.inf)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, norm
 
 
 def _batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -192,14 +227,8 @@ def _train(cfg: TrainConfig, env: distributed.Env) -> dict:
     mixture, val = build_data(cfg, tok, env)
     plan = make_plan(cfg, env.world)
     model, module = build_module(cfg, tok.vocab_size, env)
-    cuda = env.device.type == "cuda"
-    optimizer = torch.optim.AdamW(_param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
-                                  eps=cfg.eps, fused=cuda or None)
-    bf16 = cfg.precision == "bf16"
-
-    def autocast():
-        return torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=bf16)
-
+    optimizer = make_optimizer(module, cfg, env.device)
+    autocast = autocast_fn(env.device, cfg.precision == "bf16")
     start, ckpt_dir = 0, out / "checkpoints"
     found = checkpoint.latest(ckpt_dir) if cfg.resume else None
     if found is not None:
@@ -232,22 +261,12 @@ def _train(cfg: TrainConfig, env: distributed.Env) -> dict:
         lr = lr_at(step, plan.steps, cfg.lr, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio, cfg.decay_fraction)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        micro = [mixture.batch(mb) for mb in
-                 rank_slice(mixture.draw(plan.sequences), plan.micro_batch, plan.accum, env.rank, env.world)]
-        count = distributed.all_sum(env, torch.tensor(
-            float(sum(int((b["targets"] != IGNORE).sum()) for b in micro)), device=env.device))
-        scale = env.world / count
-        for i, batch in enumerate(micro):
-            batch = _batch_to(batch, env.device)
-            with distributed.grad_sync(module, i == len(micro) - 1):
-                with autocast():
-                    loss = module(**batch)
-                (loss * scale).backward()
-            window += loss.detach().double()
-        seen += float(count)
-        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip or math.inf)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        picks = mixture.draw(plan.sequences)
+        count = mixture.targets(picks)  # the same number on every rank, no communication
+        micro = [mixture.batch(mb) for mb in rank_slice(picks, plan.micro_batch, plan.accum, env.rank, env.world)]
+        loss, norm = train_step(module, optimizer, micro, env.world / count, autocast, cfg.grad_clip, env.device)
+        window += loss
+        seen += count
         done = step + 1
         last = done == plan.steps
         evaluate = bool(cfg.eval_every and done % cfg.eval_every == 0) or last

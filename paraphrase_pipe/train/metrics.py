@@ -39,7 +39,7 @@ class Metrics:
         now = time.perf_counter()
         if "loss" in row:
             then, tokens = self.last
-            row["tok_per_s"] = round((row["tokens"] - tokens) / max(now - then, 1e-9), 1) if tokens else None
+            row["tok_per_s"] = round((row["tokens"] - tokens) / max(now - then, 1e-9), 1)
             self.last = (now, row["tokens"])
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()

@@ -108,10 +108,10 @@ def head_weight(model: nn.Module) -> torch.Tensor | None:
 class CausalLMLoss(nn.Module):
     """Summed next-token CE of a causal LM over non-masked targets; the module the trainer runs."""
 
-    def __init__(self, model: nn.Module, loss_chunk: int = 4096):
+    def __init__(self, model: nn.Module, loss_chunk: int = 4096, compile_loss: bool = False):
         super().__init__()
         self.model = model
-        self.loss_chunk = loss_chunk
+        self.loss_chunk, self.compile_loss = loss_chunk, compile_loss
         self.fused = loss_chunk > 0 and head_weight(model) is not None
         self.docs = "seq_idx" in inspect.signature(model.forward).parameters
 
@@ -120,6 +120,6 @@ class CausalLMLoss(nn.Module):
         if self.fused:
             hidden = final_hidden(self.model, input_ids, seq_idx)
             return linear_cross_entropy(hidden.flatten(0, 1), head_weight(self.model), targets.flatten(),
-                                        self.loss_chunk)
+                                        self.loss_chunk, compiled=self.compile_loss)
         logits = self.model(input_ids, **({"seq_idx": seq_idx} if seq_idx is not None else {})).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")

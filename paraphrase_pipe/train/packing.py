@@ -34,6 +34,12 @@ class PackedWindows:
     def __len__(self) -> int:
         return self.n
 
+    def targets(self, k: int) -> int:
+        """Unmasked targets of window k (seq_len minus its document boundaries), without reading tokens."""
+        lo = k * self.seq_len
+        return self.seq_len - int(np.searchsorted(self.ends, lo + self.seq_len, side="right")
+                                  - np.searchsorted(self.ends, lo, side="right"))
+
     def window(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens and per-token document index (relative, from 0) of window k."""
         lo, hi = k * self.seq_len, k * self.seq_len + self.seq_len + 1
@@ -97,6 +103,9 @@ class Mixture:
             picks.append((s, self._window(s, self.counts[s])))
             self.counts[s] += 1
         return picks
+
+    def targets(self, picks: list[tuple[int, int]]) -> int:
+        return sum(self.sources[s].targets(k) for s, k in picks)
 
     def batch(self, picks: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         return collate([make_sample(*self.sources[s].window(k)) for s, k in picks])
