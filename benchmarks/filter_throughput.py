@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--gates", nargs="+", default=["length", "lexical", "language", "semantic"])
     parser.add_argument("--embedding-model", default=None, help="semantic gate model (default: all-MiniLM-L6-v2)")
     parser.add_argument("--reference-model", default=None, help="perplexity gate: HF causal LM dir or hub id")
+    parser.add_argument("--batch-tokens", type=int, default=None, help="perplexity gate token budget per forward")
     args = parser.parse_args()
     tok = load_tokenizer(TOK)
     options = FilterOptions()
@@ -67,6 +68,8 @@ def main() -> None:
         options.semantic.model = args.embedding_model
     if args.reference_model:
         options.perplexity.model = args.reference_model
+    if args.batch_tokens:
+        options.perplexity.batch_tokens = args.batch_tokens
     gates = options.gates()
     for gate in gates:  # load models once, outside the timings
         gate.score(["warm up the model"], ["warm up the model"], tok)
