@@ -93,7 +93,12 @@ def mamba_ssm_model(d: int, n_layer: int, device):
     from mamba_ssm.models.config_mamba import MambaConfig
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
-    cfg = MambaConfig(d_model=d, n_layer=n_layer, d_intermediate=0, vocab_size=VOCAB, ssm_cfg={"layer": "Mamba2"},
+    try:  # the mem-efficient path (conv + scan + norm in one autograd function) needs causal_conv1d
+        import causal_conv1d  # noqa: F401
+        ssm_cfg = {"layer": "Mamba2"}
+    except ImportError:
+        ssm_cfg = {"layer": "Mamba2", "use_mem_eff_path": False}
+    cfg = MambaConfig(d_model=d, n_layer=n_layer, d_intermediate=0, vocab_size=VOCAB, ssm_cfg=ssm_cfg,
                       rms_norm=True, residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=16)
     return MambaLMHeadModel(cfg, device=device, dtype=torch.float32)
 

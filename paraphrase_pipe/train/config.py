@@ -11,9 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-class ConfigError(ValueError):
-    """A recipe or an override the user must fix; the command prints it without a traceback."""
+from paraphrase_pipe.config import ConfigError, load_recipe  # noqa: F401 - ConfigError is part of this API
 
 
 class TrainConfig(BaseModel):
@@ -91,18 +89,7 @@ def parse_value(text: str) -> Any:
 
 def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Recipe YAML (optional) updated by overrides (None values are ignored), validated once."""
-    values: dict[str, Any] = {}
-    if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise ConfigError(f"recipe not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"recipe {path} must be a mapping of TrainConfig fields")
-        values.update(loaded)
+    values = load_recipe(recipe)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return TrainConfig(**values)

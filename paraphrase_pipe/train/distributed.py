@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from paraphrase_pipe.train.config import ConfigError
 from paraphrase_pipe.train.model import blocks
 
 
@@ -36,7 +37,7 @@ class Env:
 def _device(preference: str, local_rank: int) -> torch.device:
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda but no CUDA device is visible")
+            raise ConfigError("--device cuda, but no CUDA device is visible to this process")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
