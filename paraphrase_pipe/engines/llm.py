@@ -34,6 +34,7 @@ class GenerationOptions(BaseModel):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     seed: int = 0
+    stop: list[str] | None = Field(None, description="stop strings (not included in the output)")
     max_tokens_ratio: float = Field(1.3, gt=0, description="max_tokens = ratio x source tokens + margin")
     max_tokens_margin: int = Field(32, ge=0)
     max_tokens: int | None = Field(None, ge=1, description="hard cap on max_tokens")
@@ -92,7 +93,7 @@ class LLMEngine:
         o = self.options
         ident = {
             "model": o.model, "revision": o.revision, "template": self.template.describe(),
-            "sampling": {"temperature": o.temperature, "top_p": o.top_p, "seed": o.seed},
+            "sampling": {"temperature": o.temperature, "top_p": o.top_p, "seed": o.seed, **({"stop": o.stop} if o.stop else {})},
             "max_tokens_rule": {"ratio": o.max_tokens_ratio, "margin": o.max_tokens_margin, "cap": o.max_tokens},
         }
         if o.model_tokenizer:

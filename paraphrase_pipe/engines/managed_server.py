@@ -30,6 +30,7 @@ from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs, as
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 OOM = re.compile(r"out of memory|OutOfMemoryError|No available memory for the cache blocks|insufficient memory", re.IGNORECASE)
+LOG_RECORD = re.compile(r"^(?:\(\w+ pid=\d+\)|INFO|WARNING|ERROR|DEBUG|\[|\d{4}-\d\d-\d\d)")
 ERROR_LINE = re.compile(r"\b\w*(?:Error|Exception)\b:|out of memory|\bFATAL\b", re.IGNORECASE)
 
 
@@ -56,7 +57,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -64,14 +65,23 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def error_excerpt(log: Path, lines: int = 400) -> str:
-    """The server's own words: its last error line (or last lines), and where the full log is."""
+    """The server's own words: its last error line and the detail lines under it (or its last lines), and where
+    the full log is."""
     try:
         tail = log.read_text(errors="replace").splitlines()[-lines:]
     except OSError:
         return f"(no log at {log})"
-    errors = [line.strip() for line in tail if ERROR_LINE.search(line)]
-    body = errors[-1] if errors else " | ".join(line.strip() for line in tail[-5:] if line.strip())
-    return f"{body[-600:]} (full log: {log})"
+    errors = [i for i, line in enumerate(tail) if ERROR_LINE.search(line)]
+    if not errors:
+        body = [line.strip() for line in tail[-5:] if line.strip()]
+    else:
+        body = [tail[errors[-1]].strip()]
+        for line in tail[errors[-1] + 1:errors[-1] + 8]:  # e.g. the fields of a pydantic ValidationError
+            if not line.strip() or LOG_RECORD.match(line.strip()):
+                break
+            if not line.strip().startswith("For further information"):
+                body.append(line.strip())
+    return f"{' | '.join(body)[-800:]} (full log: {log})"
 
 
 class ServerProcess:
@@ -94,7 +104,7 @@ class ServerProcess:
         with open(self.log, "ab") as log:
             log.write(f"\n=== start {time.strftime('%Y-%m-%d %H:%M:%S')} gpus={self.gpus or 'none'}: {' '.join(argv)}\n".encode())
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+                                         start_new_session=True, preexec_fn=die_with_parent)
         self.pid_file.write_text(str(self.proc.pid))
 
     def wait_healthy(self, timeout: float) -> None:

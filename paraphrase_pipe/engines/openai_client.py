@@ -173,6 +173,8 @@ class OpenAIEngine(LLMEngine):
         o = self.options
         payload = {"model": o.served_model_name or o.model, "prompt": request.prompt, "max_tokens": request.max_tokens,
                    "temperature": o.temperature, "top_p": o.top_p, "seed": request.seed}
+        if o.stop:
+            payload["stop"] = o.stop
         started = time.perf_counter()
         endpoint.in_flight += 1
         try:

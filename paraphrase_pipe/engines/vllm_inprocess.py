@@ -57,7 +57,7 @@ class VLLMEngine(LLMEngine):
         by_id: dict[str, tuple[Request, float]] = {}
         for request in requests:
             params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_tokens=request.max_tokens,
-                                    seed=request.seed, output_kind=RequestOutputKind.FINAL_ONLY)
+                                    seed=request.seed, stop=o.stop, output_kind=RequestOutputKind.FINAL_ONLY)
             rid = f"pp-{next(self._ids)}"
             engine.add_request(rid, TokensPrompt(prompt_token_ids=request.prompt), params)
             by_id[rid] = (request, time.perf_counter())

@@ -1,0 +1,43 @@
+"""(a) vLLM in-process through a full `paraphrase-pipe build`, on the local executor and on Ray (CPU actor)."""
+from __future__ import annotations
+
+import json
+
+from .conftest import MAX_MODEL_LEN, MAX_TOKENS, VLLM_CPU, build_cmd, comparable, rows
+
+
+def test_inprocess_build_writes_paraphrases_with_provenance(inprocess_build, tiny_llm_dir):
+    manifest = json.loads((inprocess_build / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["engine"] == "vllm"
+    accepted, rejected = rows(inprocess_build, "shards"), rows(inprocess_build, "rejected")
+    assert len(accepted) + len(rejected) == manifest["counts"]["chunks"] == 57
+    assert accepted, "some answers must stop on their own"
+    for row in accepted:
+        prov = json.loads(row["provenance"])
+        assert row["paraphrase"] and row["finish_reason"] == "stop"
+        assert prov["engine"] == "vllm" and prov["model"] == str(tiny_llm_dir) and prov["template"] == "faithful-paraphrase"
+        assert len(prov["template_hash"]) == 32 and prov["sampling"]["max_tokens"] == MAX_TOKENS
+        assert isinstance(prov["seed"], int) and prov["latency_s"] >= 0
+        assert prov["prompt_tokens"] == row["prompt_tokens"] and 0 < row["completion_tokens"] <= MAX_TOKENS
+        assert row["prompt_tokens"] + MAX_TOKENS <= MAX_MODEL_LEN
+    reasons = {r["reject_reason"] for r in rejected}
+    assert {"truncated", "context_overflow"} <= reasons <= {"truncated", "context_overflow", "empty"}
+    for row in rejected:
+        if row["reject_reason"] == "context_overflow":  # rejected up front: never sent
+            assert row["prompt_tokens"] + MAX_TOKENS > MAX_MODEL_LEN and row["completion_tokens"] is None
+            assert f"> max_model_len {MAX_MODEL_LEN}" in row["reject_detail"]
+        elif row["reject_reason"] == "truncated":
+            assert row["finish_reason"] == "length" and row["completion_tokens"] == MAX_TOKENS
+    assert manifest["counts"]["rejects_by_reason"]["context_overflow"] == sum(r["reject_reason"] == "context_overflow" for r in rejected)
+    run = manifest["runs"][-1]
+    assert run["generated_tokens"] == sum(r["completion_tokens"] or 0 for r in accepted + rejected) > 0
+    assert run["gpus"] == 0 and run["gpu_hours"] == 0  # vLLM's CPU build holds no GPU
+    assert not (inprocess_build / "cache").exists(), "the request cache is dropped once every shard is committed"
+
+
+def test_ray_actor_pool_reproduces_the_local_rows(inprocess_build, tiny_llm_dir, recipe, tmp_path):
+    out = tmp_path / "ray"
+    build_cmd(out, tiny_llm_dir, recipe, "--engine", "vllm", *VLLM_CPU, "--executor", "ray", "--workers", "2",
+              env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    assert comparable(out) == comparable(inprocess_build)
+    assert json.loads((out / "manifest.json").read_text())["runs"][-1]["executor"] == "ray"
