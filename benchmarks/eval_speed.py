@@ -4,7 +4,7 @@ The suite is what `paraphrase-pipe eval --suite synthetic` runs by default: MQAR
 phonebook (100) and passkey (100, five needle depths) at 512, 1024, 2048, 4096 and 8192 tokens — 1,250 sequences,
 ~4M tokens, scored by teacher forcing (one forward per batch, `--batch-tokens` tokens each). The weights are
 random (no checkpoint can reach the GPU machine): the time, not the accuracy, is the point. A first small pass
-warms up CUDA / Triton and is timed apart. Then the JRT decoding path: batched greedy `generate` (recurrent /
+warms up CUDA / Triton and is timed apart; each (task, length) is printed as it finishes. Then the JRT decoding path: batched greedy `generate` (recurrent /
 KV cache, stop at newline) of `--decode-prompts` passkey prompts at 2048 tokens, 16 new tokens each.
 
 GPU machine:  python3 benchmarks/eval_speed.py --tokenizer .gpu/eval/gpt2 --out "$OUT"
@@ -43,11 +43,6 @@ def timed(device: str, fn):
     return out, time.perf_counter() - start
 
 
-def suite_tokens(tokenizer, lengths, n) -> int:
-    return sum(len(e.ids) for task in SYNTHETIC_TASKS for length in lengths
-               for e in generate(task, tokenizer, length, n or SYNTHETIC_EXAMPLES[task]))
-
-
 def kernel_paths() -> dict:
     """Which scan implementation the hybrid models last ran (pure PyTorch or mamba_ssm's kernels)."""
     from paraphrase_pipe.models import kernels
@@ -64,11 +59,20 @@ def bench(preset: str, args) -> dict:
            "dtype": str(model.dtype), "lengths": list(lengths), "batch_tokens": args.batch_tokens}
     _, row["warmup_s"] = timed(args.device, lambda: evaluate_synthetic(model, tok, preset, lengths=(lengths[0],),
                                                                        n=2, batch_tokens=args.batch_tokens))
-    results, row["suite_s"] = timed(args.device, lambda: evaluate_synthetic(model, tok, preset, lengths=lengths, n=n,
-                                                                            batch_tokens=args.batch_tokens))
-    row["suite_tokens"] = suite_tokens(tok, lengths, n)
+    row["steps"], row["suite_s"], row["suite_tokens"], row["n_answers"] = [], 0.0, 0, 0
+    for task in SYNTHETIC_TASKS:  # the suite one (task, length) at a time, so a run cut short still reports
+        for length in lengths:
+            results, seconds = timed(args.device, lambda: evaluate_synthetic(
+                model, tok, preset, tasks=(task,), lengths=(length,), n=n, batch_tokens=args.batch_tokens))
+            tokens = sum(len(e.ids) for e in generate(task, tok, length, n or SYNTHETIC_EXAMPLES[task]))
+            answers = sum(r.n for r in results if r.position is None)
+            row["steps"].append({"task": task, "length": length, "s": round(seconds, 2), "tokens": tokens})
+            row["suite_s"] += seconds
+            row["suite_tokens"] += tokens
+            row["n_answers"] += answers
+            print(f"{preset} {task} {length}: {answers} answers, {tokens:,} tokens, {seconds:.1f} s "
+                  f"({tokens / seconds:,.0f} tok/s)", flush=True)
     row["suite_tok_per_s"] = round(row["suite_tokens"] / row["suite_s"])
-    row["n_answers"] = sum(r.n for r in results if r.position is None)
     if args.device.startswith("cuda"):
         row["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     prompts = [e.ids[: e.spans[0][0]] for e in generate("passkey", tok, 256 if args.quick else 2048,
@@ -89,7 +93,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", default="builtin:gpt2")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--batch-tokens", type=int, default=65536)
+    parser.add_argument("--batch-tokens", type=int, default=16384, help="65536 ran out of the H100's memory in the "
+                        "pure-PyTorch Mamba-2 scan")
     parser.add_argument("--decode-prompts", type=int, default=64)
     parser.add_argument("--decode-batch", type=int, default=32)
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="start no preset after this many s")
