@@ -145,3 +145,11 @@ def test_held_out_split_is_by_document():
     share = held_out(hashes, 0.1).mean()
     assert 0.07 < share < 0.13
     assert not held_out(hashes, 0.0).any()
+
+
+def test_target_counts_match_the_masked_samples():
+    rng = np.random.default_rng(4)
+    offsets = np.concatenate([[0], np.cumsum(rng.integers(1, 30, size=40))])
+    packed = PackedWindows(rng.integers(0, 99, size=offsets[-1]), offsets, np.arange(40), seq_len=12, seed=1)
+    for k in range(len(packed)):
+        assert packed.targets(k) == int((make_sample(*packed.window(k))["targets"] != -100).sum())
