@@ -1,4 +1,4 @@
-"""Regenerate data_cards/example/ (README.md + scores.png): a real filtered build of the test fixture's 30 pairs
+"""Regenerate data_cards/example/ (README.md, scores.png, drift.json): a real filtered build of the test fixture's 30 pairs
 (16 hand-written paraphrases, 14 non-paraphrases) through every default gate, layout orig+para.
 Run from the repository root: .venv/bin/python data_cards/make_example.py"""
 import shutil
@@ -18,6 +18,6 @@ with tempfile.TemporaryDirectory() as tmp:
     out = build_from_pairs(load_pairs(), Path(tmp))
     target = ROOT / "data_cards" / "example"
     target.mkdir(exist_ok=True)
-    for name in ("README.md", "scores.png"):
+    for name in ("README.md", "scores.png", "drift.json"):
         shutil.copy(out / name, target / name)
 print(f"wrote {target}")

@@ -3,8 +3,8 @@
 Everything on it is read back from the output itself (manifest + shards), so `paraphrase-pipe card OUT` can
 regenerate it at any time: YAML front matter with `configs:` (so `datasets.load_dataset(OUT)` works) and the
 license inherited from the source, then source, tokenizer, engine, counts, rejects by reason, token statistics,
-score distributions before/after filtering (+ `scores.png`), token-distribution drift, throughput and the full
-resolved config. Shards are read one at a time, so the card never needs the whole build in memory.
+score distributions before/after filtering (+ `scores.png`), token-distribution drift (+ `drift.json`),
+throughput and the full resolved config. Shards are read one at a time, so the card never needs the whole build in memory.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 import yaml
+from pydantic import ValidationError
 
 from paraphrase_pipe.filters import FilterOptions
 from paraphrase_pipe.filters.drift import Drift
@@ -26,7 +27,8 @@ from paraphrase_pipe.stages.filter import STAGE as FILTER_STAGE
 from paraphrase_pipe.tokenizer import load_tokenizer
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "data_cards" / "template.md"
-CARD, HISTOGRAM = "README.md", "scores.png"
+CARD, HISTOGRAM, DRIFT = "README.md", "scores.png", "drift.json"
+DRIFT_ROWS = 20  # input shards listed on the card (largest first); drift.json has them all
 # The bundled sample corpus (paraphrase_pipe/sample/make_sample.py): Vim manual + Python docs/stdlib.
 SAMPLE_LICENSE = {"license": "other", "license_name": "vim-license-and-psf-2.0", "note": "bundled sample: Vim user manual (Vim license) and CPython docs/stdlib (PSF-2.0)"}
 SIZES = [(1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"), (1e7, "1M<n<10M"), (1e8, "10M<n<100M"), (1e9, "100M<n<1B")]
@@ -93,24 +95,48 @@ def _numbers(column: pa.ChunkedArray) -> np.ndarray:
     return pc.drop_null(column).to_numpy().astype(np.float64)
 
 
+def _scored(table: pa.Table, kind: str) -> pa.Table:
+    """Rows whose paraphrase reached the filter: accepted rows with a paraphrase, rows the filter rejected."""
+    if kind == "shards":
+        return table.filter(pc.is_valid(table["paraphrase"]))
+    return table.filter(pc.fill_null(pc.equal(table["reject_stage"], FILTER_STAGE), False))
+
+
+def measure_drift(out: Path, where: dict[str, list[tuple[str, str]]], tokenizer) -> dict:
+    """Drift per input shard (`where`: source -> the output shards holding its scored rows) and overall."""
+    drift = Drift(tokenizer)
+    for name, entries in sorted(where.items()):
+        parts = []
+        for kind, path in entries:
+            scored = _scored(_read(out / path), kind)
+            mine = scored.filter(pc.equal(scored["source"], name)).select(["original", "paraphrase"])
+            parts.append(mine.append_column("accepted", pa.array(np.full(len(mine), kind == "shards"))))
+        drift.measure(name, pa.concat_tables(parts))
+    return drift.report()
+
+
 def gather(out: Path) -> dict:
-    """Read the manifest and every shard once; return the template's context."""
+    """Read the manifest and the shards (each once for the statistics, then per input shard for the drift);
+    return the template's context."""
     manifest_path = out / "manifest.json"
     if not manifest_path.is_file():
         raise CardError(f"{out} has no manifest.json (not a build output)")
     manifest = json.loads(manifest_path.read_text())
     config = manifest["config"]
-    options = FilterOptions(**config.get("filter_options", {}))
+    try:
+        options = FilterOptions(**config.get("filter_options", {}))
+    except ValidationError as exc:
+        raise CardError(f"{manifest_path}: filter_options this version cannot read ({exc.error_count()} problems; first: {exc.errors()[0]['msg']})") from None
     gates = [getattr(options, name) for name in type(options).model_fields] if config.get("engine") != "none" else []
-    drift = Drift(load_tokenizer(config["tokenizer"]))
+    where: dict[str, list[tuple[str, str]]] = {}
     scores: dict[str, dict[str, list]] = {}
     tokens: dict[str, list] = {"training text (`text_tokens`)": [], "original chunk (`n_tokens`)": []}
     layouts, sets, provenance = Counter(), Counter(), None
     for kind in ("shards", "rejected"):
         for entry in manifest[kind]:
             table = _read(out / entry["path"])
+            scored = _scored(table, kind)
             if kind == "shards":
-                scored = table.filter(pc.is_valid(table["paraphrase"]))
                 if "text_tokens" in table.column_names:
                     tokens["training text (`text_tokens`)"].append(_numbers(table["text_tokens"]))
                 tokens["original chunk (`n_tokens`)"].append(_numbers(table["n_tokens"]))
@@ -118,12 +144,8 @@ def gather(out: Path) -> dict:
                 sets.update(s or "unknown" for s in table["set_name"].to_pylist())
                 if provenance is None and len(table) and table["provenance"][0].is_valid:
                     provenance = json.loads(table["provenance"][0].as_py())
-            else:
-                scored = table.filter(pc.fill_null(pc.equal(table["reject_stage"], FILTER_STAGE), False))
-            if not len(scored):
-                continue
-            accepted = pa.array(np.full(len(scored), kind == "shards"))
-            drift.add(scored.select(["source", "original", "paraphrase"]).append_column("accepted", accepted))
+            for name in pc.unique(scored["source"]).to_pylist():
+                where.setdefault(name, []).append((kind, entry["path"]))
             for name in (c for c in scored.column_names if c.startswith("score_")):
                 stages = scores.setdefault(name, {"before": [], "after": []})
                 values = _numbers(scored[name])
@@ -148,7 +170,7 @@ def gather(out: Path) -> dict:
         "gates": [{"name": g.name, "enabled": g.enabled, "min": g.min, "max": g.max, "column": g.column} for g in gates],
         "score_arrays": arrays,
         "scores": {name: {stage: _quantiles(v) for stage, v in stages.items()} for name, stages in arrays.items()},
-        "drift": drift.report(),
+        "drift": measure_drift(out, where, load_tokenizer(config["tokenizer"])),
         "throughput": {
             "runs": len(runs),
             "elapsed_s": round(elapsed, 1),
@@ -226,7 +248,7 @@ def render(ctx: dict, template: Path) -> str:
 
 
 def write_card(out: Path, template: Path | None = None) -> Path:
-    """Render OUT/README.md (and OUT/scores.png when anything was scored); return the card's path."""
+    """Render OUT/README.md, OUT/drift.json and (when anything was scored) OUT/scores.png; return the card's path."""
     out = Path(out)
     template = Path(template) if template else TEMPLATE
     if not template.is_file():
@@ -236,6 +258,10 @@ def write_card(out: Path, template: Path | None = None) -> Path:
     ctx["title"] = f"paraphrase-pipe {config['layout']}, chunk {config['chunk']}"
     ctx["out_name"] = str(out)
     ctx["histogram"] = HISTOGRAM if plot_scores(ctx["score_arrays"], ctx["gates"], out / HISTOGRAM) else None
+    per_source = ctx["drift"]["per_source"]
+    ctx["drift_shown"] = dict(sorted(per_source.items(), key=lambda kv: -kv[1]["rows"])[:DRIFT_ROWS])
+    ctx["drift_hidden"] = len(per_source) - len(ctx["drift_shown"])
+    (out / DRIFT).write_text(json.dumps(ctx["drift"], indent=1))
     ctx["front_matter"] = front_matter(ctx)
     ctx["config_yaml"] = to_yaml(config)
     path = out / CARD

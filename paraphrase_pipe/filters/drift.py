@@ -1,10 +1,11 @@
 """Token-distribution drift: Jensen–Shannon divergence (base 2, so in [0, 1]) between the unigram / bigram
 distribution of paraphrases and that of their source chunks, under the build tokenizer.
 
-Measured on the output, not gated: before filtering (every paraphrase the engine returned) and after (only the
-accepted ones), both against the same source sample (the originals of every paraphrased chunk), overall and per
-input shard (the `source` file, e.g. SlimPajama's chunk1/example_train_0.jsonl.zst). Counts are exact and merge
-by addition, so the overall value is the divergence of the pooled counts, not an average of shard values.
+Measured on the output, not gated: before filtering (every paraphrase that reached the filter) and after
+(only the accepted ones), both against the same source sample (the originals of every paraphrased chunk), per
+input shard (the `source` file, e.g. SlimPajama's chunk1/example_train_0.jsonl.zst) and overall. Counts are
+exact and merge by addition, so the overall value is the divergence of the pooled counts, not an average of
+shard values. Memory holds one input shard's counts plus the pooled ones.
 """
 from __future__ import annotations
 
@@ -29,9 +30,15 @@ class Counts:
         keys, values = np.unique(np.concatenate(grams) if grams else np.zeros(0, np.int64), return_counts=True)
         return cls(keys, values.astype(np.int64))
 
-    def __add__(self, other: Counts) -> Counts:
-        keys = np.union1d(self.keys, other.keys)
-        return Counts(keys, self.aligned(keys) + other.aligned(keys))
+    @classmethod
+    def merge(cls, parts: list[Counts]) -> Counts:
+        """The sum of several count tables, in one sort."""
+        keys = np.concatenate([p.keys for p in parts]) if parts else np.zeros(0, np.int64)
+        values = np.concatenate([p.values for p in parts]) if parts else np.zeros(0, np.int64)
+        order = np.argsort(keys, kind="stable")
+        keys, values = keys[order], values[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+        return cls(keys[starts], np.add.reduceat(values, starts) if len(keys) else values)
 
     def aligned(self, keys: np.ndarray) -> np.ndarray:
         """Counts at `keys` (a sorted superset of ours), zero where we have none."""
@@ -67,54 +74,49 @@ def js_divergence(p: Counts, q: Counts) -> float:
     return max(0.0, 0.5 * kl(pp) + 0.5 * kl(qq))
 
 
-def _divergence(source: Counts, paraphrases: Counts) -> float | None:
-    value = js_divergence(paraphrases, source)
-    return None if np.isnan(value) else round(value, 6)
+def _divergences(groups: dict[str, Counts]) -> dict[str, float | None]:
+    """{before, after}: each paraphrase group against the source group; None when a side is empty."""
+    out = {}
+    for stage in ("before", "after"):
+        value = js_divergence(groups[stage], groups["source"])
+        out[stage] = None if np.isnan(value) else round(value, 6)
+    return out
 
 
 class Drift:
-    """Accumulates n-gram counts shard by shard (a build's output never has to fit in memory)."""
+    """Measures one input shard at a time and pools its counts for the overall figure."""
 
-    STAGES = ("source", "before", "after")
+    POOL_EVERY = 64  # merge pending count tables after this many shards (bounded memory, one sort per merge)
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        self.counts: dict[tuple[str, str, str], Counts] = {}
-        self.rows: dict[str, list[int]] = {}
+        self.per_source: dict[str, dict] = {}
+        self._pool: dict[tuple[str, str], list[Counts]] = {}
 
-    def add(self, pairs: pa.Table) -> None:
-        """`pairs`: paraphrased chunks with `source`, `original`, `paraphrase` and `accepted` (bool)."""
+    def measure(self, name: str, pairs: pa.Table) -> None:
+        """Every paraphrased chunk of input shard `name`: `original`, `paraphrase`, `accepted` (bool)."""
         encode = self.tokenizer.backend.encode_batch
         orig_ids = [e.ids for e in encode(pairs["original"].to_pylist(), add_special_tokens=False)]
         para_ids = [e.ids for e in encode(pairs["paraphrase"].to_pylist(), add_special_tokens=False)]
-        accepted, sources = pairs["accepted"].to_pylist(), pairs["source"].to_pylist()
-        for name in set(sources):
-            idx = [i for i, s in enumerate(sources) if s == name]
-            kept = [i for i in idx if accepted[i]]
-            seen = self.rows.setdefault(name, [0, 0])
-            seen[0] += len(idx)
-            seen[1] += len(kept)
-            for order, n in ORDERS.items():
-                groups = {"source": (orig_ids, idx), "before": (para_ids, idx), "after": (para_ids, kept)}
-                for stage, (ids, which) in groups.items():
-                    counts = Counts.of([ids[i] for i in which], n)
-                    key = (name, order, stage)
-                    self.counts[key] = self.counts[key] + counts if key in self.counts else counts
-
-    def _pooled(self, sources: list[str], order: str) -> dict[str, float | None]:
-        pooled = {}
-        for stage in self.STAGES:
-            parts = [self.counts[(s, order, stage)] for s in sources]
-            pooled[stage] = sum(parts[1:], parts[0])
-        return {stage: _divergence(pooled["source"], pooled[stage]) for stage in ("before", "after")}
+        accepted = pairs["accepted"].to_pylist()
+        kept = [ids for ids, ok in zip(para_ids, accepted) if ok]
+        report = {"rows": len(pairs), "accepted": len(kept)}
+        for order, n in ORDERS.items():
+            groups = {"source": Counts.of(orig_ids, n), "before": Counts.of(para_ids, n), "after": Counts.of(kept, n)}
+            report[order] = _divergences(groups)
+            for stage, counts in groups.items():
+                pending = self._pool.setdefault((order, stage), [])
+                pending.append(counts)
+                if len(pending) >= self.POOL_EVERY:
+                    self._pool[(order, stage)] = [Counts.merge(pending)]
+        self.per_source[name] = report
 
     def report(self) -> dict:
-        """{"rows", "accepted", "overall": {order: {before, after}}, "per_source": {source: {rows, accepted, order: ...}}}"""
-        names = sorted(self.rows)
-        per_source = {
-            name: {"rows": self.rows[name][0], "accepted": self.rows[name][1], **{o: self._pooled([name], o) for o in ORDERS}}
-            for name in names
-        }
-        overall = {o: self._pooled(names, o) for o in ORDERS} if names else {}
-        rows = sum(r[0] for r in self.rows.values())
-        return {"rows": rows, "accepted": sum(r[1] for r in self.rows.values()), "overall": overall, "per_source": per_source}
+        """{"rows", "accepted", "overall": {order: {before, after}}, "per_source": {name: {rows, accepted, order: ...}}}"""
+        overall = {}
+        if self.per_source:
+            for order in ORDERS:
+                overall[order] = _divergences({stage: Counts.merge(self._pool[(order, stage)]) for stage in ("source", "before", "after")})
+        rows = sum(r["rows"] for r in self.per_source.values())
+        accepted = sum(r["accepted"] for r in self.per_source.values())
+        return {"rows": rows, "accepted": accepted, "overall": overall, "per_source": dict(sorted(self.per_source.items()))}

@@ -74,10 +74,11 @@ def build_from_pairs(pairs: list[dict], root: Path, **overrides) -> Path:
     return root / "out"
 
 
-@pytest.fixture
-def pairs_build(pairs, tmp_path, monkeypatch):
-    monkeypatch.setitem(REGISTRY, "pairs", "tests.filters.pairs_engine:PairsEngine")
-    return build_from_pairs(pairs, tmp_path), pairs
+@pytest.fixture(scope="module")
+def pairs_build(pairs, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(REGISTRY, "pairs", "tests.filters.pairs_engine:PairsEngine")
+        return build_from_pairs(pairs, tmp_path_factory.mktemp("pairs-build")), pairs
 
 
 def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
@@ -108,6 +109,7 @@ def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
     from paraphrase_pipe.filters.drift import Counts, js_divergence
 
     drift = gather(out)["drift"]
+    assert json.loads((out / "drift.json").read_text()) == json.loads(json.dumps(drift))  # complete, machine-readable
     assert drift["per_source"]["bad.jsonl"]["accepted"] == 0 and drift["per_source"]["bad.jsonl"]["unigram"]["after"] is None
     good = drift["per_source"]["good.jsonl"]
     assert good["rows"] == good["accepted"] == n_good and good["bigram"]["before"] == good["bigram"]["after"]
@@ -117,3 +119,15 @@ def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
         after = js_divergence(Counts.of(ids(list(ds["paraphrase"])), n), Counts.of(source, n))
         before = js_divergence(Counts.of(ids(list(ds["paraphrase"]) + list(rejected["paraphrase"])), n), Counts.of(source, n))
         assert drift["overall"][order] == {"before": pytest.approx(before, abs=1e-6), "after": pytest.approx(after, abs=1e-6)}
+
+
+def test_card_lists_the_largest_input_shards_and_points_to_drift_json(pairs_build, monkeypatch):
+    from paraphrase_pipe import card
+
+    out, _ = pairs_build
+    monkeypatch.setattr(card, "DRIFT_ROWS", 1)
+    text = card.write_card(out).read_text()
+    monkeypatch.undo()
+    card.write_card(out)  # leave the module's shared build as it was
+    assert "| `bad.jsonl` |" not in text and "| `good.jsonl` | 16 | 16 |" in text
+    assert "1 more input shards (the largest 1 are listed): every one is in `drift.json`." in text

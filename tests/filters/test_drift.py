@@ -29,28 +29,30 @@ def test_known_values():
 
 def test_ngram_counts_merge_by_addition():
     a, b = Counts.of([[5, 6, 5, 6]], 2), Counts.of([[6, 5], [5, 6]], 2)
-    assert dict(zip((a + b).keys.tolist(), (a + b).values.tolist())) == {(5 << 32) | 6: 3, (6 << 32) | 5: 2}
-    assert (Counts.of([[1, 2]], 1) + Counts.of([[2, 3]], 1)).values.tolist() == [1, 2, 1]
+    merged = Counts.merge([a, b])
+    assert dict(zip(merged.keys.tolist(), merged.values.tolist())) == {(5 << 32) | 6: 3, (6 << 32) | 5: 2}
+    parts = [Counts.of([[1, 2]], 1), Counts.of([[2, 3]], 1), Counts.of([[3, 3, 9]], 1)]
+    assert (Counts.merge(parts).keys.tolist(), Counts.merge(parts).values.tolist()) == ([1, 2, 3, 9], [1, 2, 3, 1])
 
 
 def test_drift_report_before_and_after_per_source_and_overall(tokenizer):
     english = "The expression x and y first evaluates x; if x is false, its value is returned."
     rewrite = "To evaluate x and y, Python evaluates x first and returns it when it is false."
     german = "Der Ausdruck x und y wertet zuerst x aus; ist x falsch, wird sein Wert zurückgegeben."
-    pairs = pa.table({
-        "source": ["a", "a", "b"],
-        "original": [english, english, english],
-        "paraphrase": [rewrite, german, rewrite],
-        "accepted": [True, False, True],
-    })
     drift = Drift(tokenizer)
-    drift.add(pairs.slice(0, 2))
-    drift.add(pairs.slice(2))  # shards arrive one at a time
+    drift.POOL_EVERY = 2  # exercise the intermediate merges
+    drift.measure("a", pa.table({"original": [english, english], "paraphrase": [rewrite, german], "accepted": [True, False]}))
+    drift.measure("b", pa.table({"original": [english], "paraphrase": [rewrite], "accepted": [True]}))
+    drift.measure("c", pa.table({"original": [german], "paraphrase": [german], "accepted": [False]}))
     report = drift.report()
-    assert (report["rows"], report["accepted"]) == (3, 2)
-    a, b = report["per_source"]["a"], report["per_source"]["b"]
+    assert (report["rows"], report["accepted"]) == (4, 2)
+    a, b, c = (report["per_source"][k] for k in "abc")
     assert a["unigram"]["after"] < a["unigram"]["before"]  # dropping the German "paraphrase" moved closer
     assert b["unigram"]["before"] == b["unigram"]["after"]
-    for order in ("unigram", "bigram"):
-        assert 0 < report["overall"][order]["after"] < report["overall"][order]["before"] <= 1
-    assert report["overall"]["bigram"]["after"] > report["overall"]["unigram"]["after"]  # sparser, further apart
+    assert c["unigram"] == {"before": 0.0, "after": None}  # identical text; nothing accepted
+    ids = lambda texts: [tokenizer.backend.encode(t, add_special_tokens=False).ids for t in texts]  # noqa: E731
+    source = [english, english, english, german]
+    for order, n in (("unigram", 1), ("bigram", 2)):  # pooled counts, not an average of shard values
+        before = js_divergence(Counts.of(ids([rewrite, german, rewrite, german]), n), Counts.of(ids(source), n))
+        after = js_divergence(Counts.of(ids([rewrite, rewrite]), n), Counts.of(ids(source), n))
+        assert report["overall"][order] == {"before": pytest.approx(before, abs=1e-6), "after": pytest.approx(after, abs=1e-6)}
