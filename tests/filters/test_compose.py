@@ -2,6 +2,11 @@
 `text_tokens` is the exact token count of the composed text."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pyarrow as pa
 import pytest
 
@@ -65,3 +70,16 @@ def test_rows_without_paraphrase_cannot_take_a_paraphrase_layout(pairs):
         resolve_config(layout="orig+para")
     with pytest.raises(ConfigError, match="layout"):
         resolve_config(layout="orig+paraphrase", engine="vllm")
+
+
+def test_build_flags_layout_and_mix(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    cli = [sys.executable, "-m", "paraphrase_pipe.cli", "build", "--chunk", "128", "--tokenizer", TOK, "--limit", "8", "--workers", "1", "--no-progress"]
+    subprocess.run([*cli, "-o", str(tmp_path / "out"), "--layout", "repeat", "--mix", "0.5"], check=True, capture_output=True, env=env)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["config"]["layout"], manifest["config"]["mix"]) == ("repeat", 0.5)
+    rows = pa.concat_tables([pa.ipc.open_file(tmp_path / "out" / s["path"]).read_all() for s in manifest["shards"]]).to_pylist()
+    layouts = {r["layout"] for r in rows}
+    assert layouts == {"repeat", "orig"} and sum(r["text_tokens"] for r in rows) == manifest["counts"]["tokens"]
+    bad = subprocess.run([*cli, "-o", str(tmp_path / "bad"), "--layout", "orig+para"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "needs paraphrases" in bad.stderr and "Traceback" not in bad.stderr
