@@ -32,6 +32,15 @@ def _corpus() -> list[str]:
     return texts + [synthetic.FILLER * 3, " ".join(synthetic.FIRST + synthetic.LAST), "0123456789 " * 20]
 
 
+@pytest.fixture(scope="package", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (no intra-op sync), above all on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     from tokenizers import ByteLevelBPETokenizer
