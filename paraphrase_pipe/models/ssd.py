@@ -55,12 +55,14 @@ def ssd_scan(x, dt, A, B, C, D=None, dt_bias=None, chunk_size: int = 256, seg=No
     # 1. inside each chunk: y_t = sum_{s <= t, same segment} C_t.B_s exp(a_{s+1} + ... + a_t) dt_s x_s
     same = (sc[..., :, None] == sc[..., None, :]).float()  # (b, c, t, s)
     decay = torch.exp(segsum(a)) * same[:, None]
-    y = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", Cc, Bc, decay, xdt)
+    scores = torch.einsum("bclhn,bcshn->bchls", Cc, Bc) * decay.permute(0, 2, 1, 3, 4)  # (b, c, h, t, s)
+    y = torch.einsum("bchls,bcshp->bclhp", scores, xdt)
 
     # 2. state at the end of each chunk, from the tokens of the chunk's last segment
     in_last = (sc == sc[..., -1:]).float()  # (b, c, t)
     to_end = torch.exp(a_cum[..., -1:] - a_cum)
-    states = torch.einsum("bclhn,bhcl,bcl,bclhp->bchpn", Bc, to_end, in_last, xdt)
+    weight = to_end.permute(0, 2, 3, 1) * in_last[..., None]  # (b, c, t, h): scale first, then one matmul
+    states = torch.einsum("bclhn,bclhp->bchpn", Bc, xdt * weight[..., None])
 
     # 3. recurrence over chunks: the state entering each chunk (index 0 is the initial state, segment 0)
     states = torch.cat([init[:, None], states], dim=1)  # (b, c+1, h, p, n)
@@ -72,7 +74,8 @@ def ssd_scan(x, dt, A, B, C, D=None, dt_bias=None, chunk_size: int = 256, seg=No
 
     # 4. contribution of the entering state to the tokens that continue its segment
     cont = (sc == end_seg[:, :-1, None]).float()  # (b, c, t)
-    y = y + torch.einsum("bclhn,bchpn,bhcl,bcl->bclhp", Cc, entering, torch.exp(a_cum), cont)
+    gate = torch.exp(a_cum).permute(0, 2, 3, 1) * cont[..., None]  # (b, c, t, h)
+    y = y + torch.einsum("bclhn,bchpn->bclhp", Cc, entering) * gate[..., None]
 
     y = y.reshape(b, nc * t, nh, p)[:, :l]
     if D is not None:
