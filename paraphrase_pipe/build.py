@@ -16,6 +16,7 @@ from paraphrase_pipe.card import CardError, write_card
 from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.engines import create_engine, gpus_held
 from paraphrase_pipe.engines.request_cache import discard as discard_request_cache
+from paraphrase_pipe.engines import create_engine
 from paraphrase_pipe.executors import get_executor
 from paraphrase_pipe.output.manifest import Manifest
 from paraphrase_pipe.pipeline import Pipeline
@@ -48,7 +49,9 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     config = config.model_copy(update={"tokenizer": name})  # the manifest and the hash record the real one
     tokenizer = load_tokenizer(name)  # fail fast on a bad name, before any work
-    create_engine(config.engine, config.engine_options).close()  # likewise bad engine options (constructors are cheap)
+    probe = create_engine(config.engine, config.engine_options)  # likewise bad engine options (constructors are cheap)
+    identity = probe.identity()
+    probe.close()
     out = Path(config.output)
     result = BuildResult(out=out, dry_run=dry_run)
 
@@ -57,7 +60,7 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
     if not dry_run:
         extra = {"tokenizer": {"name": tokenizer.name, "fingerprint": tokenizer.fingerprint}, "engine": config.engine,
                  "warnings": [warning] if warning else []}
-        manifest = Manifest.open(out, config.data_fields(), config.config_hash(), extra, overwrite=overwrite)
+        manifest = Manifest.open(out, config.data_fields(), config.config_hash(identity), extra, overwrite=overwrite)
         if manifest.complete:
             result.already_complete, result.counts = True, manifest.data["counts"]
             return result

@@ -72,8 +72,13 @@ class BuildConfig(BaseModel):
     def data_fields(self) -> dict[str, Any]:
         return self.model_dump(exclude=RUNTIME_FIELDS)
 
-    def config_hash(self) -> str:
-        return stable_hash(self.data_fields())
+    def config_hash(self, engine_identity: dict[str, Any] | None = None) -> str:
+        """What determines the rows. Engine options count only through the engine's identity (model, template,
+        sampling) when it is given, so endpoints, concurrency or replicas may change between restarts."""
+        data = self.data_fields()
+        if engine_identity is not None:
+            data["engine_options"] = engine_identity
+        return stable_hash(data)
 
 
 def load_recipe(path: str | Path | None) -> dict[str, Any]:
