@@ -2,11 +2,16 @@
 
 A backend (vLLM in-process, OpenAI-compatible HTTP, managed vLLM servers) only turns prompt token ids into raw
 completions and reports each one as soon as it finishes; this class renders prompts, applies the `max_tokens`
-rule and the context check, reuses cached answers, cleans outputs and writes provenance. Options are validated
+rule and the context check, reuses cached answers, cleans outputs and writes provenance.
+
+`generate` is thread-safe and backends share one request stream across concurrent calls: an executor that keeps
+two batches in flight per engine lets the next batch's requests fill the engine while the previous one drains,
+so the engine never idles at batch boundaries. Options are validated
 by a pydantic model per engine, so a typo in a recipe is a one-line error, not a crash an hour into a run.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,6 +92,7 @@ class LLMEngine:
         self.max_model_len = self.options.max_model_len
         self._renderer: PromptRenderer | None = None
         self._cache: RequestCache | None = None
+        self._opening = threading.Lock()
 
     # ---- the seam --------------------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -137,13 +143,15 @@ class LLMEngine:
 
     # ---- internals ---------------------------------------------------------------------------------------------
     def _open(self) -> None:
-        if self._renderer is not None:
-            return
-        o = self.options
-        self._renderer = PromptRenderer(load_model_tokenizer(o.model_tokenizer or o.model, o.revision), self.template)
-        if self.workdir is not None:
-            self._cache = RequestCache(self.workdir / CACHE_DIR)
-        self._start()
+        with self._opening:
+            if self._renderer is not None:
+                return
+            o = self.options
+            renderer = PromptRenderer(load_model_tokenizer(o.model_tokenizer or o.model, o.revision), self.template)
+            if self.workdir is not None:
+                self._cache = RequestCache(self.workdir / CACHE_DIR)
+            self._start()
+            self._renderer = renderer  # last: marks the engine open for other threads
 
     def _request(self, chunk: dict[str, Any], identity: dict) -> tuple[Request | None, Generation | None]:
         o = self.options

@@ -166,7 +166,7 @@ class ManagedServerEngine(OpenAIEngine):
         if self.options.endpoints:
             raise EngineError("--serve starts its own servers: drop --endpoint (or drop --serve to use those endpoints)")
 
-    def _server_argv(self) -> list[str]:
+    def server_argv(self) -> list[str]:
         o = self.options
         kwargs = o.vllm_kwargs(model=o.model, revision=o.revision, tokenizer=o.model_tokenizer, seed=o.seed,
                                max_model_len=o.max_model_len)
@@ -182,7 +182,7 @@ class ManagedServerEngine(OpenAIEngine):
             raise EngineError(f"{count} server(s) x tensor_parallel_size {tp} need {count * tp} GPUs; {len(gpus)} visible")
         log_dir = (self.workdir / WORK_DIR / "serve") if self.workdir else Path(tempfile.mkdtemp(prefix="vllm-serve-"))
         log_dir.mkdir(parents=True, exist_ok=True)
-        argv = self._server_argv()
+        argv = self.server_argv()
         return [ServerProcess(i, argv, gpus[i * tp:(i + 1) * tp], log_dir) for i in range(count)]
 
     def _start(self) -> None:

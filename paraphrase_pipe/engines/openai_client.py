@@ -1,7 +1,8 @@
 """`openai`: a client for one or more OpenAI-compatible endpoints (`vllm serve`, or any `/v1/completions` server).
 
-asyncio + httpx with at most `concurrency` requests in flight per worker, sent to the endpoint with the fewest
-in flight among those not currently failing. Connection errors, timeouts, dropped connections, 429 and 5xx are
+asyncio + httpx on one event loop thread per engine, with at most `concurrency` requests in flight per engine
+(shared by concurrent generate() calls), each sent to the endpoint with the fewest in flight among those not
+currently failing. Connection errors, timeouts, dropped connections, 429 and 5xx are
 retried with exponential backoff and full jitter (honouring Retry-After); other 4xx are never retried: a request
 the server finds too long is dead-lettered as `context_overflow`, other refused requests as `request_rejected`,
 and 401/403/404 (bad key, wrong model name) stop the build. When every endpoint has failed continuously for
@@ -17,6 +18,7 @@ import asyncio
 import os
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -85,16 +87,24 @@ class OpenAIEngine(LLMEngine):
         super().__init__(workdir, **options)
         self._check_endpoints()
         self._failing_since: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: httpx.AsyncClient | None = None
 
     def _check_endpoints(self) -> None:
         if not self.options.endpoints:
             raise EngineError("engine 'openai' needs at least one --endpoint URL (or --serve to start vLLM servers)")
 
-    # ---- start-up: learn the context length ----------------------------------------------------------------------
+    # ---- start-up: the I/O thread, and the context length --------------------------------------------------------
     def _start(self) -> None:
         self._endpoints = [_Endpoint(url) for url in self.options.endpoints]
+        self._loop = asyncio.new_event_loop()
+        self._io = threading.Thread(target=self._loop.run_forever, name="openai-client", daemon=True)
+        self._io.start()
         if self.max_model_len is None:
-            self.max_model_len = asyncio.run(self._probe_max_model_len())
+            self.max_model_len = self._on_loop(self._probe_max_model_len())
+
+    def _on_loop(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     async def _probe_max_model_len(self) -> int | None:
         """vLLM lists max_model_len in /v1/models; other servers may not (then the server's 400 decides)."""
@@ -132,19 +142,35 @@ class OpenAIEngine(LLMEngine):
                                  limits=limits, headers=self._headers())
 
     def _complete(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
-        return asyncio.run(self._complete_all(requests, on_done))
+        return self._on_loop(self._complete_all(requests, on_done))
 
     async def _complete_all(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
-        slots = asyncio.Semaphore(self.options.concurrency)
-        async with self._client() as client:
+        if self._http is None:  # one client and one bound on requests in flight for every batch of this engine
+            self._http, self._slots = self._client(), asyncio.Semaphore(self.options.concurrency)
 
-            async def one(request: Request) -> Completion:
-                async with slots:
-                    completion = await self._with_retries(client, request)
-                on_done(request, completion)
-                return completion
+        async def one(request: Request) -> Completion:
+            async with self._slots:
+                completion = await self._with_retries(self._http, request)
+            on_done(request, completion)
+            return completion
 
-            return await asyncio.gather(*(one(r) for r in requests))
+        tasks = [asyncio.ensure_future(one(r)) for r in requests]
+        try:
+            return await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # a fatal error: do not keep paying for the rest of this batch
+                task.cancel()
+            raise
+
+    def close(self) -> None:
+        if self._loop is not None:
+            if self._http is not None:
+                self._on_loop(self._http.aclose())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._io.join(timeout=10)
+            self._loop.close()
+            self._loop = self._http = None
+        super().close()
 
     def _pick(self) -> _Endpoint:
         return min(self._endpoints, key=lambda e: (e.failing > 0, e.in_flight, random.random()))

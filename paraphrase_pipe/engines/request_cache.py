@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ class RequestCache:
         self.path = self.directory / f"{socket.gethostname()}-{os.getpid()}.sqlite"
         self._own = self._connect(self.path)
         self._readers: dict[Path, sqlite3.Connection] = {}
+        self._lock = threading.Lock()  # engines write from their I/O thread while batches look up from theirs
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -45,6 +47,10 @@ class RequestCache:
         return [self._own, *self._readers.values()]
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return self._get_many(keys)
+
+    def _get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         wanted = list(dict.fromkeys(keys))
         for conn in self._sources():
@@ -58,12 +64,14 @@ class RequestCache:
         return found
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        self._own.execute("INSERT OR REPLACE INTO completions VALUES (?, ?)", (key, json.dumps(value)))
+        with self._lock:
+            self._own.execute("INSERT OR REPLACE INTO completions VALUES (?, ?)", (key, json.dumps(value)))
 
     def close(self) -> None:
-        for conn in [self._own, *self._readers.values()]:
-            conn.close()
-        self._readers.clear()
+        with self._lock:
+            for conn in [self._own, *self._readers.values()]:
+                conn.close()
+            self._readers.clear()
 
 
 def discard(out: Path) -> None:

@@ -1,13 +1,16 @@
 """`vllm`: vLLM in-process. One engine per GPU (or tensor-parallel group): the local executor keeps it in the driver
 process, the Ray executor runs one per actor (`replicas` actors, `num_gpus` each).
 
-All requests of a batch are queued at once and the engine is stepped directly (what `LLM.generate` does inside),
-so continuous batching keeps the GPU full and each finished completion reaches the request cache immediately —
-a crash mid-batch loses only requests still running.
+One thread owns the engine and steps it directly (what `LLM.generate` does inside). Every generate() call —
+from any thread — hands its requests to that thread, so requests of concurrent batches share one continuous batch
+(the next batch fills the engine while the previous one drains), and each finished completion reaches the request
+cache immediately: a crash mid-batch loses only requests still running.
 """
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 import time
 from typing import Any
 
@@ -26,6 +29,7 @@ class VLLMEngine(LLMEngine):
     Options = VLLMOptions
 
     _ids = itertools.count()
+    _stepper: threading.Thread | None = None
 
     @classmethod
     def gpus_held(cls, options: dict[str, Any], executor: str) -> float:
@@ -47,42 +51,93 @@ class VLLMEngine(LLMEngine):
         except Exception as exc:  # noqa: BLE001 - vLLM start-up fails in many ways (OOM, bad model, bad args)
             raise EngineError(f"vLLM could not start {o.model!r}: {type(exc).__name__}: {exc}") from exc
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self._inbox: queue.Queue[_Batch] = queue.Queue()
+        self._stopping = threading.Event()
+        self._failure: BaseException | None = None
+        self._stepper = threading.Thread(target=self._step_forever, name="vllm-stepper", daemon=True)
+        self._stepper.start()
 
     def _complete(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
+        batch = _Batch(requests, on_done)
+        self._inbox.put(batch)
+        while not batch.done.wait(1.0):
+            if not self._stepper.is_alive():
+                raise EngineError("the vLLM engine thread stopped") from self._failure
+        if batch.error is not None:
+            raise batch.error
+        return [batch.results[r.key] for r in requests]
+
+    def _step_forever(self) -> None:
+        """The only thread that touches the vLLM engine: adds the requests of every waiting batch, steps, hands
+        each finished completion to its batch."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         o, engine = self.options, self.llm.llm_engine
-        by_id: dict[str, tuple[Request, float]] = {}
-        for request in requests:
-            params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_tokens=request.max_tokens,
-                                    seed=request.seed, stop=o.stop, output_kind=RequestOutputKind.FINAL_ONLY)
-            rid = f"pp-{next(self._ids)}"
-            engine.add_request(rid, TokensPrompt(prompt_token_ids=request.prompt), params)
-            by_id[rid] = (request, time.perf_counter())
-        done: dict[str, Completion] = {}
-        try:
-            while engine.has_unfinished_requests():
-                for out in engine.step():
-                    if not out.finished or out.request_id not in by_id:
-                        continue
-                    request, started = by_id[out.request_id]
-                    first = out.outputs[0]
-                    completion = Completion(first.text, first.finish_reason, len(out.prompt_token_ids or request.prompt),
-                                            len(first.token_ids), time.perf_counter() - started)
-                    done[request.key] = completion
-                    on_done(request, completion)
-        finally:
-            unfinished = [rid for rid, (request, _) in by_id.items() if request.key not in done]
-            if unfinished:
-                engine.abort_request(unfinished)
-        return [done[r.key] for r in requests]
+        live: dict[str, tuple[_Batch, Request, float]] = {}
+        while not self._stopping.is_set():
+            try:
+                batch = self._inbox.get(timeout=0.2) if not live else self._inbox.get_nowait()
+            except queue.Empty:
+                batch = None
+            while batch is not None:
+                for request in batch.requests:
+                    params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_tokens=request.max_tokens,
+                                            seed=request.seed, stop=o.stop, output_kind=RequestOutputKind.FINAL_ONLY)
+                    rid = f"pp-{next(self._ids)}"
+                    engine.add_request(rid, TokensPrompt(prompt_token_ids=request.prompt), params)
+                    live[rid] = (batch, request, time.perf_counter())
+                try:
+                    batch = self._inbox.get_nowait()
+                except queue.Empty:
+                    batch = None
+            if not live:
+                continue
+            try:
+                outputs = engine.step()
+                for out in outputs:
+                    if out.finished and out.request_id in live:
+                        batch, request, started = live.pop(out.request_id)
+                        first = out.outputs[0]
+                        batch.finish(request, Completion(first.text, first.finish_reason, len(out.prompt_token_ids or request.prompt),
+                                                         len(first.token_ids), time.perf_counter() - started))
+            except BaseException as exc:  # noqa: BLE001 - every waiting batch must hear about it
+                self._failure = exc
+                for batch, _, _ in live.values():
+                    batch.fail(exc)
+                return
 
     def close(self) -> None:
+        if self._stepper is not None:
+            self._stopping.set()
+            self._stepper.join(timeout=30)
         super().close()
         llm = self.__dict__.pop("llm", None)
         if llm is not None:
             engine_core = getattr(llm.llm_engine, "engine_core", None)
             if engine_core is not None and hasattr(engine_core, "shutdown"):
                 engine_core.shutdown()
+
+
+class _Batch:
+    """One generate() call waiting on the stepper thread."""
+
+    def __init__(self, requests: list[Request], on_done: OnDone):
+        self.requests, self.on_done = requests, on_done
+        self.results: dict[str, Completion] = {}
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def finish(self, request: Request, completion: Completion) -> None:
+        self.results[request.key] = completion
+        try:
+            self.on_done(request, completion)
+        except BaseException as exc:  # noqa: BLE001 - e.g. the request cache's disk is full: this batch fails
+            self.fail(exc)
+        if len(self.results) == len(self.requests):
+            self.done.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.done.set()

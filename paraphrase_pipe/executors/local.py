@@ -8,12 +8,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import Task
 
 _state: dict = {}
+ENGINE_BATCHES_IN_FLIGHT = 2
 
 
 def _init(pipeline: Pipeline) -> None:
@@ -64,16 +65,22 @@ def _around_driver_engine(pool, pipeline: Pipeline, tasks: list[Task], on_shard)
     generation = engine.identity()
     try:
         fronts = {pool.submit(_front, t) for t in tasks}
+        middles: set[Future] = set()
         backs: set[Future] = set()
-        while fronts or backs:
-            done, _ = wait(fronts | backs, return_when=FIRST_COMPLETED)
-            for future in done:
-                if future in fronts:
-                    fronts.discard(future)
-                    backs.add(pool.submit(_back, pipeline.middle(future.result(), engine), generation))
-                else:
-                    backs.discard(future)
-                    for meta in future.result():
-                        on_shard(meta)
+        # two batches in the engine at once: the next one fills it while the previous one drains (engines are thread-safe)
+        with ThreadPoolExecutor(ENGINE_BATCHES_IN_FLIGHT) as feeder:
+            while fronts or middles or backs:
+                done, _ = wait(fronts | middles | backs, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if future in fronts:
+                        fronts.discard(future)
+                        middles.add(feeder.submit(pipeline.middle, future.result(), engine))
+                    elif future in middles:
+                        middles.discard(future)
+                        backs.add(pool.submit(_back, future.result(), generation))
+                    else:
+                        backs.discard(future)
+                        for meta in future.result():
+                            on_shard(meta)
     finally:
         engine.close()

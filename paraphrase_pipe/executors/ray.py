@@ -104,7 +104,9 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
             fn_constructor_args=(pipeline,),
             batch_format="pyarrow",
             batch_size=int(options.get("batch_size", 256)),
-            concurrency=int(options.get("replicas", 1)),
+            # two batches per engine actor at once (engines are thread-safe): the next fills it while one drains
+            compute=ray.data.ActorPoolStrategy(size=int(options.get("replicas", 1)), max_concurrent_calls_per_actor=2,
+                                               enable_true_multi_threading=True),
             num_gpus=float(options.get("num_gpus", options.get("tensor_parallel_size", 1))),
             num_cpus=float(options.get("num_cpus", 1)),
         )

@@ -4,7 +4,9 @@ needed, so it boots while the first tests run), and a runner for full `paraphras
 
 Every engine mode is configured the same way, so their outputs can be compared row for row: 16 documents of the
 bundled sample at chunk 256 (57 chunks), max_model_len 560 (the longest prompts overflow and are rejected up front),
-at most 24 new tokens, stop string "th" (a random model emits it often: some answers stop, others are truncated).
+at most 24 new tokens, stop string "th" (a random model emits it often: some answers stop, others are truncated),
+top_p 1 (a random model's near-uniform distributions would make a top-p cut-off depend on float noise, which
+differs with batch composition; with it off, every mode samples the very same tokens from its per-chunk seeds).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ MAX_MODEL_LEN = 560
 MAX_TOKENS = 24
 # What every build of these tests shares (input, chunking, generation) — identical rows whatever the engine mode.
 COMMON = ["--chunk", "256", "--tokenizer", "builtin:gpt2", "--limit", "16", "--max-model-len", str(MAX_MODEL_LEN),
-          "-E", f"max_tokens={MAX_TOKENS}", "-E", "stop=[th]", "--no-progress"]
+          "-E", f"max_tokens={MAX_TOKENS}", "-E", "stop=[th]", "-E", "top_p=1", "--no-progress"]
 # vLLM on a 2-core CPU: float32, no CUDA graphs, one process for the engine (starts in seconds).
 VLLM_CPU = ["-E", "dtype=float32", "-E", "enforce_eager=true", "-E", "num_gpus=0",
             "-E", "engine_args={distributed_executor_backend: uni}"]

@@ -1,0 +1,230 @@
+"""Does the pipeline keep the LLM engine saturated?
+
+Sends the same requests (prompt tokens, max_tokens, per-chunk seeds: exactly what a build sends) to a vLLM OpenAI
+server twice: (a) directly, from a bare asyncio client holding N requests in flight, and (b) through
+`paraphrase-pipe build` (read, chunk, render, generate, compose, commit) with the same N in flight at most:
+  --engine openai      build --endpoint URL --workers W --concurrency C   (worker-placed clients, N = W x C)
+  --engine vllm-serve  build --serve --concurrency C                      (driver-placed engine, N = C; the build
+                       starts its own server with the same flags, its start-up is outside the measured window)
+Output-token throughput of each is measured from the server's own counter (`vllm:generation_tokens_total`,
+sampled every 0.25 s) over the window in which it moved; the build's wall-clock rate is printed too.
+Target: pipeline/direct >= 0.95. On a shared machine throughput drifts with the neighbours' load, so the script
+also prints how many requests the engine held on average (`num_requests_running + waiting`): the pipeline's
+share of that is what it controls, and it does not depend on the machine's speed.
+
+    .venv/bin/python benchmarks/engine_saturation.py                       # tiny model + CPU vLLM server, built here
+    .venv/bin/python benchmarks/engine_saturation.py --endpoint http://gpu-node:8000 --model meta-llama/Llama-3.1-8B-Instruct \
+        --tokenizer EleutherAI/gpt-neox-20b --chunk 2048 --docs 2000 --max-tokens 0 --concurrency 128
+
+Filter gates are off: they run on CPU workers beside generation on a GPU box, but here the engine is on the same
+two cores and would be robbed by them.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+NO_FILTERS = "filter_options: {" + ", ".join(f"{g}: {{enabled: false}}" for g in ("length", "lexical", "language", "semantic", "perplexity")) + "}\n"
+
+
+class Counter:
+    """Samples a server's generated-token counter in the background (`url` may be a function: a server the build
+    starts itself is found once it is up)."""
+
+    def __init__(self, url, period: float = 0.25):
+        self.url, self.period, self.samples = url, period, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def value(self) -> tuple[float, float] | None:
+        """(generated tokens so far, requests in the engine now: running + waiting)."""
+        url = self.url() if callable(self.url) else self.url
+        try:
+            text = httpx.get(f"{url}/metrics", timeout=10).text if url else ""
+        except httpx.HTTPError:
+            return None
+        metric = lambda name: sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))  # noqa: E731
+        if "vllm:generation_tokens_total" not in text:
+            return None
+        return metric("vllm:generation_tokens_total"), metric("vllm:num_requests_running") + metric("vllm:num_requests_waiting")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = self.value()
+            if value is not None:
+                self.samples.append((time.perf_counter(), *value))
+            time.sleep(self.period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        value = self.value()
+        if value is not None:
+            self.samples.append((time.perf_counter(), *value))
+
+    def rate(self) -> tuple[float, float, float, float]:
+        """(tokens, active seconds, tokens/s, mean requests in the engine) over the window in which the counter moved."""
+        first_value = self.samples[0][1]
+        last_value = self.samples[-1][1]
+        start = next(t for t, v, _ in self.samples if v > first_value)
+        end = next(t for t, v, _ in self.samples if v >= last_value)
+        previous = max(t for t, v, _ in self.samples if t < start)  # the counter moved somewhere in (previous, start]
+        active = end - (start + previous) / 2
+        occupancy = [n for t, _, n in self.samples if previous <= t <= end]
+        return last_value - first_value, active, (last_value - first_value) / active, sum(occupancy) / len(occupancy)
+
+
+def requests_of_a_build(config, engine_options: dict) -> list[dict]:
+    """The completion payloads a build with this config sends, made by the build's own code."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from paraphrase_pipe.engines import create_engine
+    from paraphrase_pipe.pipeline import Pipeline
+    from paraphrase_pipe.sources import discover, plan_tasks
+
+    front = Pipeline(config.model_copy(update={"engine": "none", "engine_options": {}}), dry_run=True)
+    rows = pa.concat_tables([front.front(t) for t in plan_tasks(discover(config.input), config)])
+    chunks = rows.filter(pc.is_null(rows["reject_reason"])).to_pylist()
+    engine = create_engine("openai", engine_options)
+    engine._open()
+    o, identity, payloads = engine.options, engine.identity(), []
+    for chunk in chunks:
+        request, overflow = engine._request(chunk, identity)
+        if request:
+            payloads.append({"model": o.model, "prompt": request.prompt, "max_tokens": request.max_tokens,
+                             "temperature": o.temperature, "top_p": o.top_p, "seed": request.seed})
+    engine.close()
+    return payloads
+
+
+async def send_all(url: str, payloads: list[dict], concurrency: int) -> None:
+    slots = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def one(payload):
+            async with slots:
+                (await client.post(f"{url}/v1/completions", json=payload)).raise_for_status()
+
+        await asyncio.gather(*(one(p) for p in payloads))
+
+
+def managed_server_url(out: Path):
+    """The server `build --serve` starts: its port is on the command line at the top of its log."""
+    def find() -> str | None:
+        log = out / "cache" / "serve" / "server-0.log"
+        words = log.read_text(errors="replace").split() if log.exists() else []
+        return f"http://127.0.0.1:{words[words.index('--port') + 1]}" if "--port" in words else None
+
+    return find
+
+
+def run_pipeline(args, work: Path, index: int, endpoint: str) -> tuple[Counter, float]:
+    out = work / f"out-{index}"
+    cmd = [sys.executable, "-m", "paraphrase_pipe.cli", "build", "-o", str(out), "--recipe", str(work / "recipe.yaml"),
+           "--chunk", str(args.chunk), "--tokenizer", args.tokenizer, "--limit", str(args.docs), "--model", args.model,
+           "--concurrency", str(args.concurrency), "--workers", str(args.workers), "--no-progress", *engine_flags(args)]
+    cmd += ["--endpoint", endpoint] if args.engine == "openai" else ["--serve"]
+    started = time.perf_counter()
+    with Counter(endpoint if args.engine == "openai" else managed_server_url(out)) as counter:
+        subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    return counter, time.perf_counter() - started
+
+
+def engine_flags(args) -> list[str]:
+    flags = ["-E", "dtype=float32", "-E", "enforce_eager=true", "--max-model-len", "2048"] if args.engine == "vllm-serve" else []
+    return flags + ["-E", "top_p=1"] + (["-E", f"max_tokens={args.max_tokens}"] if args.max_tokens else [])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", choices=("openai", "vllm-serve"), default="openai", help="how the build reaches vLLM")
+    parser.add_argument("--endpoint", help="openai: a running vLLM server (default: start one here with --serve's flags)")
+    parser.add_argument("--model", help="model dir/id (default: build the tiny test model)")
+    parser.add_argument("--tokenizer", default="builtin:gpt2")
+    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--docs", type=int, default=160)
+    parser.add_argument("--docs-per-task", type=int, default=40)
+    parser.add_argument("--max-tokens", type=int, default=32, help="cap on new tokens (0: the build's default rule)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight per engine (openai: per worker)")
+    parser.add_argument("--repeat", type=int, default=2, help="alternate direct/pipeline rounds (a shared machine drifts)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+
+    from paraphrase_pipe.config import BuildConfig
+    from paraphrase_pipe.engines import create_engine
+    from paraphrase_pipe.engines.managed_server import ServerProcess
+
+    work = Path(tempfile.mkdtemp(prefix="saturation-"))
+    (work / "recipe.yaml").write_text(NO_FILTERS + f"docs_per_task: {args.docs_per_task}\n")
+    if args.model is None:
+        from tests.engines.tiny_llm import build_tiny_llm
+
+        args.model = str(build_tiny_llm(work / "tiny-llm"))
+    server = None
+    if args.endpoint is None or args.engine == "vllm-serve":  # the direct run's server: what --serve would start
+        serve = {"model": args.model, "dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
+        server = ServerProcess(0, create_engine("vllm-serve", serve).server_argv(), [], work)
+        server.start()
+        server.wait_healthy(600)
+        args.endpoint = server.url
+    rounds = []
+    try:
+        # top_p=1: a random model's near-uniform distributions make the top-p cut-off flip with batch composition;
+        # without it both runs generate the very same tokens
+        options = {"model": args.model, "endpoints": [args.endpoint], "concurrency": args.concurrency, "top_p": 1.0}
+        if args.max_tokens:
+            options["max_tokens"] = args.max_tokens
+        config = BuildConfig(chunk=args.chunk, tokenizer=args.tokenizer, limit=args.docs, engine="openai", engine_options=options)
+        payloads = requests_of_a_build(config, options)
+        asyncio.run(send_all(args.endpoint, payloads[:8], 8))  # warm-up
+        in_flight = args.workers * args.concurrency if args.engine == "openai" else args.concurrency
+        for index in range(args.repeat):
+            with Counter(args.endpoint) as direct:
+                asyncio.run(send_all(args.endpoint, payloads, in_flight))
+            pipeline, wall = run_pipeline(args, work, index, args.endpoint)
+            rounds.append((direct.rate(), pipeline.rate(), wall))
+    finally:
+        if server:
+            server.stop()
+
+    shape = f"{args.workers} workers x {args.concurrency}" if args.engine == "openai" else f"one driver engine x {args.concurrency}"
+    print(f"{len(payloads)} requests, {in_flight} in flight (direct) / {shape} (pipeline, --engine {args.engine})")
+    for (d_tokens, d_time, d_rate, d_busy), (p_tokens, p_time, p_rate, p_busy), wall in rounds:
+        print(f"direct   {d_tokens:>8,.0f} tok in {d_time:6.1f} s = {d_rate:7,.1f} tok/s, {d_busy:5.1f} req in engine | "
+              f"pipeline {p_tokens:>8,.0f} tok in {p_time:6.1f} s = {p_rate:7,.1f} tok/s, {p_busy:5.1f} req in engine "
+              f"(whole build {wall:.1f} s) | throughput ratio {p_rate / d_rate:.3f}, occupancy ratio {p_busy / d_busy:.3f}")
+        if d_tokens != p_tokens:
+            print(f"  note: {d_tokens:.0f} vs {p_tokens:.0f} tokens: the two runs did not generate the same tokens")
+    mean = lambda side, i: sum(r[side][i] for r in rounds) / len(rounds)  # noqa: E731
+    ratio, occupancy = mean(1, 2) / mean(0, 2), mean(1, 3) / mean(0, 3)
+    print(f"pipeline/direct output-token throughput (mean of {len(rounds)} rounds): {ratio:.3f}  (target >= 0.95)")
+    print(f"pipeline/direct requests kept in the engine (mean of {len(rounds)} rounds): {occupancy:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "engine": args.engine, "requests": len(payloads), "in_flight": in_flight, "workers": args.workers,
+            "concurrency": args.concurrency, "throughput_ratio": round(ratio, 3), "occupancy_ratio": round(occupancy, 3),
+            "rounds": [{"direct": d, "pipeline": p, "build_wall_s": w} for d, p, w in rounds]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
