@@ -65,10 +65,14 @@ def compose_rows(rows: pa.Table, config: BuildConfig, generation: dict, tokenize
         row["layout"] = layout
         row["text"] = compose_text(row, layout, separator)
         row["sample_id"] = sample_id(row["chunk_id"], layout=layout, generation=generation)
-    composed = [row for row in live if row["reject_reason"] is None]
-    counts = iter(tok.count([row["text"] for row in composed]))
+    # `orig` text is the chunk itself, whose exact count the chunker already has: only other layouts re-tokenize
+    composed = [row for row in live if row["reject_reason"] is None and row["layout"] != "orig"]
+    counts = dict(zip(map(id, composed), tok.count([row["text"] for row in composed])))
     for row in live:
-        row["text_tokens"] = next(counts) if row["reject_reason"] is None else None
+        if row["reject_reason"] is not None:
+            row["text_tokens"] = None
+        else:
+            row["text_tokens"] = row["n_tokens"] if row["layout"] == "orig" else counts[id(row)]
     schema = rows.schema.append(pa.field("text_tokens", pa.int32())) if "text_tokens" not in rows.column_names else rows.schema
     done = conform(pa.Table.from_pylist(live, schema=schema), ROW_SCHEMA)
     rest = rows.filter(pc.invert(live_mask))
