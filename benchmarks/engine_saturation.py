@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight per engine (openai: per worker)")
     parser.add_argument("--repeat", type=int, default=2, help="alternate direct/pipeline rounds (a shared machine drifts)")
+    parser.add_argument("--pin", action="store_true", help="openai: server on CPU 0, clients and build on CPU 1 (on a CPU "
+                        "box the engine and the pipeline otherwise fight for the same cores, which a GPU box does not)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -183,10 +185,13 @@ def main() -> None:
     server = None
     if args.endpoint is None or args.engine == "vllm-serve":  # the direct run's server: what --serve would start
         serve = {"model": args.model, "dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
-        server = ServerProcess(0, create_engine("vllm-serve", serve).server_argv(), [], work)
+        argv = create_engine("vllm-serve", serve).server_argv()
+        server = ServerProcess(0, ["taskset", "-c", "0", *argv] if args.pin else argv, [], work)
         server.start()
         server.wait_healthy(600)
         args.endpoint = server.url
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # this process (direct client) and the build it starts
     rounds = []
     try:
         # top_p=1: a random model's near-uniform distributions make the top-p cut-off flip with batch composition;
