@@ -35,8 +35,10 @@ class RequestCache:
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process kill (not a power cut)
+        # Rollback journal, not WAL: OUT is often a network filesystem (NFS, Lustre), where WAL's shared memory does
+        # not work across hosts. Each put is its own transaction: a killed process loses nothing it reported.
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(_SCHEMA)
         return conn
 
