@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -211,6 +212,7 @@ def main() -> None:
     finally:
         if server:
             server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
     shape = f"{args.workers} workers x {args.concurrency}" if args.engine == "openai" else f"one driver engine x {args.concurrency}"
     print(f"{len(payloads)} requests, {in_flight} in flight (direct) / {shape} (pipeline, --engine {args.engine})")
