@@ -36,9 +36,10 @@ class BuildResult:
 
 
 def _planned_records(tasks) -> int | None:
-    if any(t.stop is None and t.last and t.start == 0 for t in tasks):
+    """The progress bar's total: known when the planner counted every file."""
+    if any(t.records is None for t in tasks):
         return None
-    return sum((t.stop or 0) - t.start for t in tasks)
+    return sum(t.records for t in tasks)
 
 
 def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = False, console: Console | None = None) -> BuildResult:

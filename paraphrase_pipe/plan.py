@@ -62,8 +62,8 @@ def _document_count(tasks) -> tuple[int, bool]:
     beyond that, the mean of 3 counted files x the number of files."""
     from paraphrase_pipe.sources.tasks import COUNT_FILES_UP_TO, count_records
 
-    total = sum(t.stop - t.start for t in tasks if t.stop is not None)
-    open_ended = [t for t in tasks if t.stop is None]
+    total = sum(t.records for t in tasks if t.records is not None)  # the planner counted these files already
+    open_ended = [t for t in tasks if t.records is None]
     if len(open_ended) <= COUNT_FILES_UP_TO:
         return total + sum(count_records(t.file) - t.start for t in open_ended), False
     probe = open_ended[:: len(open_ended) // 3][:3]

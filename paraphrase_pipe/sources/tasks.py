@@ -21,13 +21,14 @@ class Task:
     start: int = 0
     stop: int | None = None  # None: to the end of the file
     last: bool = True  # owns the end of the file (reports truncation)
+    records: int | None = None  # records planned, when the planner counted the file
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Task:
-        return cls(SourceFile(**data["file"]), data["start"], data["stop"], data["last"])
+        return cls(SourceFile(**data["file"]), data["start"], data["stop"], data["last"], data.get("records"))
 
 
 def count_records(file: SourceFile) -> int:
@@ -54,9 +55,9 @@ def plan_tasks(files: list[SourceFile], config: BuildConfig) -> list[Task]:
         for start in range(0, n, config.docs_per_task):
             stop = min(start + config.docs_per_task, n)
             last = stop == n and not cut
-            tasks.append(Task(file, start, None if last else stop, last))
+            tasks.append(Task(file, start, None if last else stop, last, stop - start))
         if n == 0:
-            tasks.append(Task(file))
+            tasks.append(Task(file, records=0))
         if remaining == 0:
             break
     return tasks
