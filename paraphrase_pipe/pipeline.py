@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,8 +42,13 @@ class Pipeline:
     def front(self, task: Task) -> pa.Table:
         rows = chunk_documents(read_task(task, self.config), self.config)
         if self.committed:
-            rows = rows.filter(pc.invert(pc.is_in(row_key(rows), pa.array(list(self.committed), pa.string()))))
+            rows = rows.filter(pc.invert(pc.is_in(row_key(rows), self._committed_ids)))
         return rows
+
+    @cached_property
+    def _committed_ids(self) -> pa.Array:
+        """Built once per process, not per task: on a resume the committed set can hold millions of ids."""
+        return pa.array(list(self.committed), pa.string())
 
     def middle(self, rows: pa.Table, engine: Engine) -> pa.Table:
         return paraphrase_rows(rows, engine)
