@@ -64,10 +64,6 @@ OUTPUT_COLUMNS = tuple(f.name for f in ROW_SCHEMA if f.name not in REJECT_COLUMN
 EXCLUSION_REASONS = frozenset({"excluded_by_set", "excluded_by_sample"})
 
 
-def empty(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
-
-
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Add missing schema columns as nulls, order schema columns first, keep extra columns after them."""
     columns, fields = [], []
