@@ -10,15 +10,32 @@
 #   Mamba-2 Triton kernels.
 # GPU_SETUP_BUILD=0: no compilation (~20 s): the pure-Python mamba_ssm wheel plus a stub `selective_scan_cuda`
 #   module. Mamba-2 runs its Triton kernels, Mamba-1 the pure PyTorch scan.
-# GPU_SETUP_CONV1D=1 (default 0): also compile causal_conv1d, in parallel; it was not done after 390 s on the
-#   H100 machine (its backward file alone takes minutes), so it is abandoned after GPU_SETUP_CONV1D_DEADLINE
-#   seconds (default 540) and the models use the pure PyTorch convolution.
+# GPU_SETUP_CONV1D=1 (default 0): also compile causal_conv1d, in parallel. Its .cu files are split by template
+#   instantiation (benchmarks/split_causal_conv1d.py) so nvcc runs them on all cores; abandoned after
+#   GPU_SETUP_CONV1D_DEADLINE seconds (default 540): the models then use the pure PyTorch convolution.
+# Wheels built once come back for the next machine: GPU_SAVE_WHEELS=DIR writes them there in 15 MiB pieces
+#   (the device tool returns files of at most 16 MiB); pieces or wheels found in GPU_WHEELS (default
+#   .gpu/wheels) are installed instead of compiling.
+# Triton autotuning (minutes per new shape on a fresh machine): export TRITON_CACHE_DIR and
+#   TRITON_CACHE_AUTOTUNING=1 before running; `bash benchmarks/gpu_setup.sh save-autotune DIR` keeps only the
+#   autotune results (*.autotune.json, small) in DIR/triton_autotune.tgz, and a later gpu_setup.sh unpacks
+#   .gpu/triton_autotune.tgz into TRITON_CACHE_DIR: the chosen configs are then compiled, not re-tuned.
 set -uo pipefail
 set -m  # background builds get their own process group, so an abandoned one can be stopped with all its nvcc
 cd "$(dirname "$0")/.."
+TRITON_DIR=${TRITON_CACHE_DIR:-$HOME/.triton/cache}
+if [ "${1:-}" = "save-autotune" ]; then
+  mkdir -p "$2" && (cd "$TRITON_DIR" && find . -name '*.autotune.json' -print0 | tar czf "$2/triton_autotune.tgz" --null -T -)
+  echo "gpu_setup: $(tar tzf "$2/triton_autotune.tgz" | wc -l) autotune results saved in $2/triton_autotune.tgz"
+  exit 0
+fi
+if [ -f .gpu/triton_autotune.tgz ]; then
+  mkdir -p "$TRITON_DIR" && tar xzf .gpu/triton_autotune.tgz -C "$TRITON_DIR" && \
+    echo "gpu_setup: restored $(tar tzf .gpu/triton_autotune.tgz | wc -l) Triton autotune results into $TRITON_DIR"
+fi
 SRC=${GPU_SDIST_DIR:-.gpu}
 WORK=${GPU_BUILD_DIR:-/tmp/gpu_build}
-JOBS=${MAX_JOBS:-8}
+JOBS=${MAX_JOBS:-16}
 DEADLINE=${GPU_SETUP_CONV1D_DEADLINE:-540}
 START=$(date +%s)
 mkdir -p "$WORK/wheels"
@@ -41,13 +58,23 @@ s = open(p).read()
 marker = "    # HACK: The compiler flag"
 assert marker in s, "setup.py layout changed: cannot restrict the CUDA archs"
 s = s.replace(marker, '    cc_flag = ["-gencode", "arch=compute_90,code=sm_90"]\n' + marker, 1)
+for flag in ('"--ptxas-options=-v",', '"-lineinfo",'):  # verbose ptxas output and line tables: time and size
+    s = s.replace(flag, "")
 open(p, "w").write(s)
 EOF
+  [ "$name" != causal_conv1d ] || python3 benchmarks/split_causal_conv1d.py "$dir" || return 1
   (cd "$dir" && env "${prefix}_FORCE_BUILD=TRUE" MAX_JOBS="$JOBS" \
      python3 -m pip wheel --no-build-isolation --no-deps --no-index -w "$WORK/wheels" . >"$WORK/$name.log" 2>&1) \
     || { echo "gpu_setup: $name build failed, see $WORK/$name.log" >&2; tail -20 "$WORK/$name.log" >&2; return 1; }
   echo "gpu_setup: built $name in $(( $(date +%s) - START )) s"
 }
+
+CARRIED=${GPU_WHEELS:-.gpu/wheels}
+if compgen -G "$CARRIED/*.whl*" >/dev/null; then  # wheels built on an earlier machine, maybe in pieces
+  mkdir -p "$WORK/carried"
+  for whl in $(ls "$CARRIED" | sed 's/\.part-..$//' | sort -u); do cat "$CARRIED/$whl"* >"$WORK/carried/$whl"; done
+  python3 -m pip install -q --no-deps --no-index "$WORK"/carried/*.whl && echo "gpu_setup: installed carried $(ls "$WORK/carried")"
+fi
 
 if python3 -c "import selective_scan_cuda, mamba_ssm" 2>/dev/null; then
   echo "gpu_setup: mamba_ssm already importable"
@@ -75,6 +102,11 @@ else
     fi
   fi
   python3 -m pip install -q --no-deps --no-index "$WORK"/wheels/*.whl || exit 1
+  if [ -n "${GPU_SAVE_WHEELS:-}" ]; then
+    mkdir -p "$GPU_SAVE_WHEELS"
+    for whl in "$WORK"/wheels/*.whl; do split -b 15M -a 2 "$whl" "$GPU_SAVE_WHEELS/$(basename "$whl").part-"; done
+    ls -la "$GPU_SAVE_WHEELS"
+  fi
 fi
 
 # mamba_ssm's package __init__ also imports Mamba-3 (Triton/TileLang code we do not use): if that import

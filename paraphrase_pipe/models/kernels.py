@@ -98,13 +98,7 @@ def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="au
         if seg is None and state is None:
             _once("scan1-cuda", "Mamba-1 scan: mamba_ssm selective_scan_fn (CUDA)")
             LAST_PATH["scan1"] = "cuda"
-            dtype = x.dtype
-            y, last = mamba_ssm_ops().selective_scan_fn(
-                x.transpose(1, 2), dt.to(dtype).transpose(1, 2), A, B.to(dtype).transpose(1, 2),
-                C.to(dtype).transpose(1, 2), D.float(), z=z.to(dtype).transpose(1, 2), delta_bias=dt_bias.float(),
-                delta_softplus=True, return_last_state=True,
-            )
-            return y.transpose(1, 2), last
+            return _selective_scan_cuda(x, dt, A, B, C, D, z, dt_bias)
         _once("scan1-reset", "Mamba-1 scan: packed documents (seq_idx) or cached state -> pure PyTorch scan "
               "(the CUDA selective scan cannot reset its state)")
     else:
@@ -118,14 +112,7 @@ def ssd_scan(x, dt, A, B, C, D, dt_bias, chunk_size, seg=None, state=None, dt_li
     if use_cuda(x, mode) and state is None:
         _once("scan2-cuda", "Mamba-2 scan: mamba_ssm mamba_chunk_scan_combined (Triton)")
         LAST_PATH["scan2"] = "cuda"
-        dtype = x.dtype
-        extra = {} if tuple(dt_limit) == (0.0, float("inf")) else {"dt_limit": tuple(dt_limit)}
-        y, final = mamba_ssm_ops().mamba_chunk_scan_combined(
-            x, dt.to(dtype), A, B.to(dtype), C.to(dtype), chunk_size, D=D.float(), dt_bias=dt_bias.float(),
-            seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), dt_softplus=True,
-            return_final_states=True, **extra,
-        )
-        return y, final
+        return _ssd_scan_cuda(x, dt, A, B, C, D, dt_bias, chunk_size, seg, tuple(dt_limit))
     _once(("scan2-torch", x.device.type), "Mamba-2 scan: pure PyTorch on %s", x.device.type)
     LAST_PATH["scan2"] = "torch"
     return _ssd_torch(x, dt, A, B, C, D, dt_bias, chunk_size, seg=seg, state=state, dt_limit=dt_limit)
@@ -139,9 +126,38 @@ def causal_conv(x, weight, bias, seg=None, state=None, mode="auto"):
         if fn is not None:
             _once("conv-cuda", "causal conv: causal_conv1d_fn (CUDA)")
             LAST_PATH["conv"] = "cuda"
-            out = fn(x.contiguous().transpose(1, 2), weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
-                     seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), activation="silu")
-            return out.transpose(1, 2)
+            return _causal_conv_cuda(fn, x, weight, bias, seg)
     _once(("conv-torch", x.device.type), "causal conv: pure PyTorch on %s", x.device.type)
     LAST_PATH["conv"] = "torch"
     return _conv_torch(x, weight, bias, seg=seg, state=state)
+
+
+# The kernel calls below are opaque to torch.compile: dynamo would otherwise try to trace mamba_ssm's autograd
+# Functions and autotuned Triton launchers; compiled blocks break the graph around them instead.
+@torch.compiler.disable
+def _selective_scan_cuda(x, dt, A, B, C, D, z, dt_bias):
+    dtype = x.dtype
+    y, last = mamba_ssm_ops().selective_scan_fn(
+        x.transpose(1, 2), dt.to(dtype).transpose(1, 2), A, B.to(dtype).transpose(1, 2),
+        C.to(dtype).transpose(1, 2), D.float(), z=z.to(dtype).transpose(1, 2), delta_bias=dt_bias.float(),
+        delta_softplus=True, return_last_state=True,
+    )
+    return y.transpose(1, 2), last
+
+
+@torch.compiler.disable
+def _ssd_scan_cuda(x, dt, A, B, C, D, dt_bias, chunk_size, seg, dt_limit):
+    dtype = x.dtype
+    extra = {} if dt_limit == (0.0, float("inf")) else {"dt_limit": dt_limit}
+    return mamba_ssm_ops().mamba_chunk_scan_combined(
+        x, dt.to(dtype), A, B.to(dtype), C.to(dtype), chunk_size, D=D.float(), dt_bias=dt_bias.float(),
+        seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), dt_softplus=True,
+        return_final_states=True, **extra,
+    )
+
+
+@torch.compiler.disable
+def _causal_conv_cuda(fn, x, weight, bias, seg):
+    out = fn(x.contiguous().transpose(1, 2), weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
+             seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), activation="silu")
+    return out.transpose(1, 2)
