@@ -69,14 +69,28 @@ EOF
   echo "gpu_setup: built $name in $(( $(date +%s) - START )) s"
 }
 
+# mamba_ssm's package __init__ also imports Mamba-3 (Triton/TileLang code we do not use): if that import
+# breaks on this Triton, drop it so the Mamba-1/Mamba-2 kernels stay importable.
+fix_mamba3_import() {
+  python3 -c "import importlib.util as u; assert u.find_spec('mamba_ssm')" 2>/dev/null || return 0
+  python3 -c "import mamba_ssm" 2>"$WORK/import.err" && return 0
+  tail -3 "$WORK/import.err" >&2
+  local init
+  init=$(python3 -c "import importlib.util as u; print(u.find_spec('mamba_ssm').origin)")
+  sed -i 's/^from mamba_ssm.modules.mamba3 import Mamba3/# &/' "$init"
+  python3 -c "import mamba_ssm" || exit 1
+  echo "gpu_setup: disabled the Mamba-3 import in $init" >&2
+}
+
 CARRIED=${GPU_WHEELS:-.gpu/wheels}
 if compgen -G "$CARRIED/*.whl*" >/dev/null; then  # wheels built on an earlier machine, maybe in pieces
   mkdir -p "$WORK/carried"
   for whl in $(ls "$CARRIED" | sed 's/\.part-..$//' | sort -u); do cat "$CARRIED/$whl"* >"$WORK/carried/$whl"; done
   python3 -m pip install -q --no-deps --no-index "$WORK"/carried/*.whl && echo "gpu_setup: installed carried $(ls "$WORK/carried")"
+  fix_mamba3_import
 fi
 
-if python3 -c "import selective_scan_cuda, mamba_ssm" 2>/dev/null; then
+if python3 -c "import torch, selective_scan_cuda, mamba_ssm" 2>/dev/null; then  # torch first: the .so needs libc10
   echo "gpu_setup: mamba_ssm already importable"
 elif [ "${GPU_SETUP_BUILD:-1}" = "0" ]; then
   dir=$(unpack mamba_ssm) || exit 1
@@ -90,7 +104,7 @@ elif [ "${GPU_SETUP_BUILD:-1}" = "0" ]; then
 else
   build mamba_ssm MAMBA & MAMBA_PID=$!
   CONV_PID=
-  if [ "${GPU_SETUP_CONV1D:-0}" = "1" ] && ! python3 -c "import causal_conv1d" 2>/dev/null; then
+  if [ "${GPU_SETUP_CONV1D:-0}" = "1" ] && ! python3 -c "import torch, causal_conv1d" 2>/dev/null; then
     build causal_conv1d CAUSAL_CONV1D & CONV_PID=$!
   fi
   wait "$MAMBA_PID" || exit 1
@@ -109,15 +123,7 @@ else
   fi
 fi
 
-# mamba_ssm's package __init__ also imports Mamba-3 (Triton/TileLang code we do not use): if that import
-# breaks on this Triton, drop it so the Mamba-1/Mamba-2 kernels stay importable.
-if ! python3 -c "import mamba_ssm" 2>"$WORK/import.err"; then
-  tail -3 "$WORK/import.err" >&2
-  init=$(python3 -c "import importlib.util as u; print(u.find_spec('mamba_ssm').origin)")
-  sed -i 's/^from mamba_ssm.modules.mamba3 import Mamba3/# &/' "$init"
-  python3 -c "import mamba_ssm" || exit 1
-  echo "gpu_setup: disabled the Mamba-3 import in $init" >&2
-fi
+fix_mamba3_import  # the wheel just built or installed
 python3 - <<'EOF'
 import torch, mamba_ssm
 try:

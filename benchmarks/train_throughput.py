@@ -255,7 +255,7 @@ def print_table(rows: list[dict]) -> None:
         ratio = r["tok_per_s"] / ref[r["size"]] if r["size"] in ref else float("nan")
         note = f"H100 ref figure {REFERENCE_H100[r['size']] / 1e3:.1f}k" if r["variant"].startswith("ref") and \
             r["size"] in REFERENCE_H100 else ""
-        print(f"{r['size']:6} {r['variant']:12} {r['tok_per_s']:>9,} {ratio:>6.2f} {r['mfu']:>6.1%} {r['step_ms']:>8} "
+        print(f"{r['size']:6} {r['variant']:12} {r['tok_per_s']:>9,} {ratio:>6.2f} {r['mfu']:>6.1%} {r['step_ms'] or '-':>8} "
               f"{r['peak_mem_GiB'] if r['peak_mem_GiB'] is not None else '-':>8}  {note}")
 
 
