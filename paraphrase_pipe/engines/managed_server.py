@@ -9,7 +9,6 @@ model, bad flags — stops the build at once with the server's own error line in
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,21 +23,18 @@ import httpx
 from pydantic import Field
 
 from paraphrase_pipe.engines import EngineError
+from paraphrase_pipe.engines.engine_log import OOM, error_excerpt
 from paraphrase_pipe.engines.openai_client import OpenAIEngine, OpenAIOptions, _Endpoint
 from paraphrase_pipe.engines.request_cache import WORK_DIR
 from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs, as_cli_flags
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-OOM = re.compile(r"out of memory|OutOfMemoryError|No available memory for the cache blocks|insufficient memory", re.IGNORECASE)
-LOG_RECORD = re.compile(r"^(?:\(\w+ pid=\d+\)|INFO|WARNING|ERROR|DEBUG|\[|\d{4}-\d\d-\d\d)")
-ERROR_LINE = re.compile(r"\b\w*(?:Error|Exception)\b:|out of memory|\bFATAL\b", re.IGNORECASE)
 
 
 class ServerOptions(OpenAIOptions, VLLMEngineArgs, ActorPoolHints):
     servers: int | None = Field(None, ge=1, description="servers on this node [default: visible GPUs / tensor_parallel_size, at least 1]")
     server_args: list[str] = Field(default_factory=list, description="extra api_server flags, verbatim")
     startup_timeout: float = Field(900, gt=0, description="seconds for a server to answer /health")
-    max_restarts: int = Field(3, ge=0, description="restarts per server after it died")
     down_timeout: float = Field(1200, gt=0, description="stop when every server has failed this long (covers a restart)")
 
 
@@ -62,26 +58,6 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def error_excerpt(log: Path, lines: int = 400) -> str:
-    """The server's own words: its last error line and the detail lines under it (or its last lines), and where
-    the full log is."""
-    try:
-        tail = log.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"(no log at {log})"
-    errors = [i for i, line in enumerate(tail) if ERROR_LINE.search(line)]
-    if not errors:
-        body = [line.strip() for line in tail[-5:] if line.strip()]
-    else:
-        body = [tail[errors[-1]].strip()]
-        for line in tail[errors[-1] + 1:errors[-1] + 8]:  # e.g. the fields of a pydantic ValidationError
-            if not line.strip() or LOG_RECORD.match(line.strip()):
-                break
-            if not line.strip().startswith("For further information"):
-                body.append(line.strip())
-    return f"{' | '.join(body)[-800:]} (full log: {log})"
 
 
 class ServerProcess:

@@ -45,6 +45,8 @@ class ActorPoolHints(BaseModel):
     batch_size: int = Field(256, ge=1, description="rows per call into one engine (Ray)")
     num_gpus: float | None = Field(None, ge=0, description="GPUs per actor [default: tensor_parallel_size]")
     num_cpus: float = Field(1, ge=0)
+    max_restarts: int = Field(3, ge=-1, description="restarts of a dead engine (server process, Ray engine actor) "
+                              "before the build fails with its last error; -1: no limit")
 
     def gpus_held(self, tensor_parallel_size: int, executor: str) -> float:
         """GPUs the build holds for this engine, for the manifest's GPU-hours."""

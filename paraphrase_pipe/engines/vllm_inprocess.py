@@ -9,13 +9,19 @@ cache immediately: a crash mid-batch loses only requests still running.
 from __future__ import annotations
 
 import itertools
+import os
 import queue
+import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from paraphrase_pipe.engines import EngineError
+from paraphrase_pipe.engines.engine_log import OOM, error_excerpt, tee_output
 from paraphrase_pipe.engines.llm import Completion, GenerationOptions, LLMEngine, OnDone, Request
+from paraphrase_pipe.engines.request_cache import WORK_DIR
 from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs
 
 
@@ -44,18 +50,27 @@ class VLLMEngine(LLMEngine):
             # Inside a Ray actor vLLM would otherwise try to build its own placement group: the actor already holds
             # the group's GPUs, so plain worker processes on them are what we want.
             kwargs.setdefault("distributed_executor_backend", "mp")
+        log = tee_output(self._log_path())  # the engine core's error reaches stdout/stderr only
+        offset = log.stat().st_size if log.exists() else 0
         try:
             from vllm import LLM
 
             self.llm = LLM(**kwargs)
         except Exception as exc:  # noqa: BLE001 - vLLM start-up fails in many ways (OOM, bad model, bad args)
-            raise EngineError(f"vLLM could not start {o.model!r}: {type(exc).__name__}: {exc}") from exc
+            time.sleep(0.2)  # let the tee drain the core's last lines
+            why = error_excerpt(log, start=offset)
+            kind = "ran out of memory while starting" if OOM.search(why) else "could not start"
+            raise EngineError(f"vLLM {kind} {o.model!r}: {type(exc).__name__}: {exc} — engine log: {why}") from exc
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self._inbox: queue.Queue[_Batch] = queue.Queue()
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
         self._stepper = threading.Thread(target=self._step_forever, name="vllm-stepper", daemon=True)
         self._stepper.start()
+
+    def _log_path(self) -> Path:
+        where = self.workdir / WORK_DIR if self.workdir else Path(tempfile.gettempdir()) / "paraphrase-pipe"
+        return where / "engine" / f"vllm-{socket.gethostname()}-{os.getpid()}.log"
 
     def _complete(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
         batch = _Batch(requests, on_done)

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 
 import pyarrow as pa
 
+from paraphrase_pipe.engines import EngineError
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import Task
 
 META_SCHEMA = pa.schema([("meta", pa.string())])
+ENGINE_ERROR_LINE = re.compile(r"^(?:paraphrase_pipe\.engines\.)?EngineError: (.+)$", re.MULTILINE)
 
 
 def _meta_table(metas: list[dict]) -> pa.Table:
@@ -109,10 +112,39 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
                                                enable_true_multi_threading=True),
             num_gpus=float(options.get("num_gpus", options.get("tensor_parallel_size", 1))),
             num_cpus=float(options.get("num_cpus", 1)),
+            # a dead engine actor (OOM-killed, node lost) comes back at most this often, then the build fails;
+            # an error the engine raises (vLLM out of memory at start) is not retried at all: it fails fast
+            max_restarts=int(options.get("max_restarts", 3)),
         )
         generation = pipeline.make_engine().identity()  # engine constructors are cheap: models load on first use
         ds = ds.map_batches(_Back, fn_constructor_args=(pipeline, generation), batch_format="pyarrow", batch_size=None, concurrency=cpus)
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for meta in batch["meta"].to_pylist():
-            on_shard(json.loads(meta))
+    try:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for meta in batch["meta"].to_pylist():
+                on_shard(json.loads(meta))
+    except Exception as exc:
+        raise _engine_failure(exc, options) or exc
 
+
+def _engine_failure(exc: BaseException, options: dict) -> EngineError | None:
+    """The engine's own error out of Ray's wrappers (RayTaskError, UserCodeException), or a dead engine actor that
+    used up its restarts, as the one-line EngineError the CLI prints; None for anything else."""
+    from ray.exceptions import ActorDiedError
+
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    for item in chain:
+        if isinstance(item, EngineError):
+            return EngineError(str(item).strip().splitlines()[-1])
+    # a cause Ray could not hand back as an object still shows in the remote traceback it carries
+    found = [m.group(1) for item in chain for m in ENGINE_ERROR_LINE.finditer(str(item))]
+    if found:
+        return EngineError(found[-1])
+    for item in chain:
+        if isinstance(item, ActorDiedError) and "_Engine" in str(item):
+            return EngineError(f"the engine actor died and was restarted {int(options.get('max_restarts', 3))} "
+                               f"times (engine option max_restarts): {str(item).strip().splitlines()[0]}")
+    return None

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 import paraphrase_pipe.build as build_module
+from paraphrase_pipe.engines import EngineError
 
 from ..build.conftest import read_output
 from .conftest import build, row_set
@@ -65,24 +66,22 @@ def test_killed_cpu_workers_lose_and_duplicate_nothing(tmp_path, local_reference
     assert counts["accepted"] == len(local_reference)
 
 
-@pytest.fixture
-def kill_engine_actor_while_it_loads():
-    """SIGKILL the vLLM engine actor (and its engine-core process) once it is loading the model for its first batch:
-    that batch is in flight on it. Runs beside the build; stops when the build is done."""
-    state = {"killed": None, "stop": threading.Event()}
+def _engine_actor_killer(times: int):
+    """SIGKILL the vLLM engine actor (and its engine-core process) once it is loading the model for its first batch
+    (that batch is in flight on it), up to `times` times. Runs beside the build; stops when the build is done."""
+    state = {"killed": [], "stop": threading.Event()}
 
     def watch():
-        while not state["stop"].wait(0.2):
+        while len(state["killed"]) < times and not state["stop"].wait(0.2):
             for proc in _our_ray_workers("ray::MapWorker(MapBatches(_Engine))"):
                 try:
                     children = proc.children(recursive=True)
                 except psutil.NoSuchProcess:
                     continue
-                if children:  # vLLM started its engine core: generate() is running on a batch
+                if children and proc.pid not in state["killed"]:  # vLLM started its core: a batch is running
                     for victim in [proc, *children]:
                         victim.kill()
-                    state["killed"] = proc.pid
-                    return
+                    state["killed"].append(proc.pid)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -91,19 +90,22 @@ def kill_engine_actor_while_it_loads():
     watcher.join()
 
 
-@pytest.mark.skipif(
-    os.environ.get("PP_TEST_RAY_VLLM") != "1",
-    reason="starts a real vLLM engine in a Ray actor, kills it and starts it again (1-3 min on 2 cores: over this "
-    "directory's 2-min CI budget); run with PP_TEST_RAY_VLLM=1",
-)
-def test_killed_vllm_engine_actor_is_restarted_and_its_chunks_requeued(tmp_path, ray_runtime, kill_engine_actor_while_it_loads):
-    pytest.importorskip("vllm")
-    from ..engines.tiny_llm import build_tiny_llm
+@pytest.fixture
+def kill_engine_actor_while_it_loads():
+    yield from _engine_actor_killer(1)
 
-    model = build_tiny_llm(tmp_path / "tiny-llm")
+
+@pytest.fixture
+def kill_engine_actor_always():
+    yield from _engine_actor_killer(10**6)
+
+
+def test_killed_vllm_engine_actor_is_restarted_and_its_chunks_requeued(tmp_path, ray_runtime, kill_engine_actor_while_it_loads):
+    """A real vLLM engine in a Ray actor, killed while it loads, restarted (~1.5 min on 2 cores)."""
+    pytest.importorskip("vllm")
     reference = tmp_path / "reference"
     build(reference, executor="local", workers=1, limit=12)
-    options = dict(model=str(model), max_model_len=512, max_tokens=16, num_gpus=0, num_cpus=1, replicas=1, batch_size=8)
+    options = _vllm_options(tmp_path)
     counts = build(tmp_path / "ray", executor="ray", workers=1, limit=12, engine="vllm", engine_options=options)
 
     assert kill_engine_actor_while_it_loads["killed"], "the engine actor was never seen loading its model"
@@ -114,3 +116,34 @@ def test_killed_vllm_engine_actor_is_restarted_and_its_chunks_requeued(tmp_path,
     assert counts["chunks"] == len(chunk_ids)
     for row in (r for table in rows for r in table.to_pylist()):  # every chunk was answered by the restarted engine
         assert row["paraphrase"] is not None or row["reject_stage"] in ("paraphrase", "filter"), row["reject_reason"]
+
+
+def _vllm_options(tmp_path, **extra) -> dict:
+    from ..engines.tiny_llm import build_tiny_llm
+
+    model = build_tiny_llm(tmp_path / "tiny-llm")
+    return dict(model=str(model), max_model_len=512, max_tokens=16, num_gpus=0, num_cpus=1, replicas=1, batch_size=8,
+                **extra)
+
+
+def test_engine_out_of_memory_fails_fast_with_the_engines_message(tmp_path, ray_runtime):
+    """vLLM cannot fit its KV cache (one block for a 512-token context: vLLM's own memory check, the start-up OOM of
+    a GPU): the build stops at the first start, no retry, and the error carries vLLM's own reason, which the
+    engine core printed in its child process."""
+    pytest.importorskip("vllm")
+    options = _vllm_options(tmp_path, engine_args={"num_gpu_blocks_override": 1})
+    with pytest.raises(EngineError, match=r"ran out of memory while starting .*No available memory for the cache blocks"):
+        build(tmp_path / "ray", executor="ray", workers=1, limit=12, engine="vllm", engine_options=options)
+    logs = list((tmp_path / "ray" / "cache" / "engine").glob("vllm-*.log"))
+    assert len(logs) == 1, f"the engine was started more than once: {logs}"
+
+
+def test_engine_actor_that_keeps_dying_fails_the_build_after_max_restarts(tmp_path, ray_runtime, kill_engine_actor_always):
+    pytest.importorskip("vllm")
+    options = _vllm_options(tmp_path, max_restarts=1)
+    with pytest.raises(EngineError, match=r"engine actor died and was restarted 1 times"):
+        build(tmp_path / "ray", executor="ray", workers=1, limit=12, engine="vllm", engine_options=options)
+    # the actor and its one restart were killed; Ray Data may have started one fresh actor for the pool while the
+    # failure reached the driver, but the build did not go on restarting engines
+    assert 2 <= len(kill_engine_actor_always["killed"]) <= 3, kill_engine_actor_always["killed"]
+
