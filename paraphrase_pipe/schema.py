@@ -8,6 +8,7 @@ Later stages may append columns (e.g. `score_*`); writers keep them.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA_VERSION = 1
 
@@ -80,8 +81,19 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
+def split_live(rows: pa.Table) -> tuple[list[dict], pa.Table]:
+    """(the rows no stage has rejected yet, as dicts for a stage to update; the rejected rows, untouched)."""
+    live_mask = pc.is_null(rows["reject_reason"])
+    return rows.filter(live_mask).to_pylist(), rows.filter(pc.invert(live_mask))
+
+
+def rejoin(live: list[dict], rest: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The untouched rows, then the updated live rows (typed by `schema`), both in ROW_SCHEMA order; a column only
+    one side has (a stage's new one) is null on the other."""
+    done = conform(pa.Table.from_pylist(live, schema=schema), ROW_SCHEMA)
+    return pa.concat_tables([conform(rest, ROW_SCHEMA), done], promote_options="default")
+
+
 def row_key(table: pa.Table) -> pa.ChunkedArray:
     """The identity a row is deduplicated on: its chunk_id, or its doc_id for rows that never became chunks."""
-    import pyarrow.compute as pc
-
     return pc.coalesce(table["chunk_id"], table["doc_id"])

@@ -60,6 +60,7 @@ class Manifest:
         self._keys: set[str] | None = None
         self._saved_at = 0.0
         self._replay_journal()
+        self._update_counts()
 
     def _replay_journal(self) -> None:
         journal = self.out / JOURNAL
@@ -74,7 +75,6 @@ class Manifest:
             if entry["path"] not in listed:
                 self.data[entry.pop("list")].append(entry)
                 listed.add(entry["path"])
-        self._update_counts()
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     @classmethod
@@ -177,7 +177,7 @@ class Manifest:
         listing = "shards" if meta["kind"] == ACCEPTED_DIR else "rejected"
         self._journal({**entry, "list": listing})
         self.data[listing].append(entry)
-        self._update_counts()
+        self._count(entry, listing)
         if time.monotonic() - self._saved_at > SNAPSHOT_EVERY_S:
             self.save()
         return entry
@@ -191,22 +191,27 @@ class Manifest:
         return commit(fresh, self.out, meta["kind"]) if len(fresh) else None
 
     def _update_counts(self) -> None:
-        shards, rejected = self.data["shards"], self.data["rejected"]
-        reasons: Counter = Counter()
-        exclusions: Counter = Counter()
-        for shard in rejected:
-            reasons.update(shard["reasons"])
-            exclusions.update(shard["exclusions"])
-        self.data["counts"] = {
-            "documents": sum(s["documents"] for s in shards + rejected),
-            "chunks": sum(s["chunks"] for s in shards + rejected),
-            "accepted": sum(s["rows"] for s in shards),
-            "tokens": sum(s["tokens"] for s in shards),
-            "rejected": sum(reasons.values()),
-            "excluded": sum(exclusions.values()),
-            "rejects_by_reason": dict(sorted(reasons.items())),
-            "exclusions_by_reason": dict(sorted(exclusions.items())),
-        }
+        """Recount everything from the shard lists (on load and journal replay; `record` adds one entry's)."""
+        self.data["counts"] = {"documents": 0, "chunks": 0, "accepted": 0, "tokens": 0, "rejected": 0, "excluded": 0,
+                               "rejects_by_reason": {}, "exclusions_by_reason": {}}
+        for listing in ("shards", "rejected"):
+            for entry in self.data[listing]:
+                self._count(entry, listing)
+
+    def _count(self, entry: dict, listing: str) -> None:
+        counts = self.data["counts"]
+        counts["documents"] += entry["documents"]
+        counts["chunks"] += entry["chunks"]
+        if listing == "shards":
+            counts["accepted"] += entry["rows"]
+            counts["tokens"] += entry["tokens"]
+            return
+        for field, total, by_reason in (("reasons", "rejected", "rejects_by_reason"),
+                                        ("exclusions", "excluded", "exclusions_by_reason")):
+            merged = Counter(counts[by_reason])
+            merged.update(entry[field])
+            counts[by_reason] = dict(sorted(merged.items()))
+            counts[total] = sum(merged.values())
 
     def finish(self, stats: dict[str, Any]) -> None:
         self.data["status"] = "complete"

@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from paraphrase_pipe.ids import sample_id, stable_hash
-from paraphrase_pipe.schema import ROW_SCHEMA, conform
+from paraphrase_pipe.schema import rejoin, split_live
 from paraphrase_pipe.tokenizer import LoadedTokenizer, load_tokenizer
 
 if TYPE_CHECKING:
@@ -55,8 +54,7 @@ def is_replay(chunk: str, mix: float, seed: int) -> bool:
 def compose_rows(rows: pa.Table, config: BuildConfig, generation: dict, tokenizer: LoadedTokenizer | None = None) -> pa.Table:
     tok = tokenizer or load_tokenizer(config.tokenizer)
     separator = config.compose_options.separator
-    live_mask = pc.is_null(rows["reject_reason"])
-    live = rows.filter(live_mask).to_pylist()
+    live, rest = split_live(rows)
     for row in live:
         layout = REPLAY_LAYOUT if is_replay(row["chunk_id"], config.mix, config.seed) else config.layout
         if layout in NEEDS_PARAPHRASE and row["paraphrase"] is None:
@@ -74,8 +72,4 @@ def compose_rows(rows: pa.Table, config: BuildConfig, generation: dict, tokenize
         else:
             row["text_tokens"] = row["n_tokens"] if row["layout"] == "orig" else counts[id(row)]
     schema = rows.schema.append(pa.field("text_tokens", pa.int32())) if "text_tokens" not in rows.column_names else rows.schema
-    done = conform(pa.Table.from_pylist(live, schema=schema), ROW_SCHEMA)
-    rest = rows.filter(pc.invert(live_mask))
-    if "text_tokens" not in rest.column_names:
-        rest = rest.append_column("text_tokens", pa.nulls(len(rest), pa.int32()))
-    return pa.concat_tables([conform(rest, ROW_SCHEMA), done], promote_options="default")
+    return rejoin(live, rest, schema)

@@ -4,15 +4,13 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from paraphrase_pipe.engines.base import Engine
-from paraphrase_pipe.schema import ROW_SCHEMA, conform
+from paraphrase_pipe.schema import rejoin, split_live
 
 
 def paraphrase_rows(rows: pa.Table, engine: Engine) -> pa.Table:
-    live_mask = pc.is_null(rows["reject_reason"])
-    live = rows.filter(live_mask).to_pylist()
+    live, rest = split_live(rows)
     if not live:
         return rows
     generations = engine.generate(live)
@@ -28,5 +26,4 @@ def paraphrase_rows(rows: pa.Table, engine: Engine) -> pa.Table:
         )
         if gen.error:
             row.update(reject_stage="paraphrase", reject_reason=gen.error, reject_detail=gen.error_detail)
-    done = conform(pa.Table.from_pylist(live, schema=rows.schema), ROW_SCHEMA)
-    return pa.concat_tables([rows.filter(pc.invert(live_mask)), done])
+    return rejoin(live, rest, rows.schema)
