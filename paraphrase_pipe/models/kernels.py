@@ -77,6 +77,16 @@ def causal_conv1d_op():
     return causal_conv1d_fn
 
 
+@torch.compiler.assume_constant_result
+def kernel_available(op: str) -> bool:
+    """Whether mamba_ssm's `op`, or causal_conv1d's "causal_conv1d_fn", imports: fixed for a process, so compiled
+    blocks bake the answer in instead of tracing the imports."""
+    if op == "causal_conv1d_fn":
+        return causal_conv1d_op() is not None
+    ops = mamba_ssm_ops()
+    return ops is not None and getattr(ops, op) is not None
+
+
 def use_cuda(x: torch.Tensor, mode: str, op: str = "mamba_chunk_scan_combined") -> bool:
     """Whether mamba_ssm's kernel `op` should run for tensor x under `mode`."""
     mode = resolve_mode(mode)
@@ -84,8 +94,7 @@ def use_cuda(x: torch.Tensor, mode: str, op: str = "mamba_chunk_scan_combined") 
         if mode == "cuda" and not x.is_cuda:
             raise RuntimeError("kernels='cuda' needs the model on a CUDA device")
         return False
-    ops = mamba_ssm_ops()
-    available = ops is not None and getattr(ops, op) is not None
+    available = kernel_available(op)
     if not available and mode == "cuda":
         raise RuntimeError(f"kernels='cuda' but mamba_ssm's {op} is not available; build mamba-ssm "
                            "(benchmarks/gpu_setup.sh, README) or use kernels='auto'")
@@ -121,12 +130,10 @@ def ssd_scan(x, dt, A, B, C, D, dt_bias, chunk_size, seg=None, state=None, dt_li
 def causal_conv(x, weight, bias, seg=None, state=None, mode="auto"):
     """Depthwise causal conv + SiLU of x (B, L, C) with weight (C, K)."""
     cuda_ok = x.is_cuda and resolve_mode(mode) != "torch" and state is None
-    if cuda_ok and weight.shape[1] in (2, 3, 4) and x.shape[-1] % 8 == 0:
-        fn = causal_conv1d_op()
-        if fn is not None:
-            _once("conv-cuda", "causal conv: causal_conv1d_fn (CUDA)")
-            LAST_PATH["conv"] = "cuda"
-            return _causal_conv_cuda(fn, x, weight, bias, seg)
+    if cuda_ok and weight.shape[1] in (2, 3, 4) and x.shape[-1] % 8 == 0 and kernel_available("causal_conv1d_fn"):
+        _once("conv-cuda", "causal conv: causal_conv1d_fn (CUDA)")
+        LAST_PATH["conv"] = "cuda"
+        return _causal_conv_cuda(x, weight, bias, seg)
     _once(("conv-torch", x.device.type), "causal conv: pure PyTorch on %s", x.device.type)
     LAST_PATH["conv"] = "torch"
     return _conv_torch(x, weight, bias, seg=seg, state=state)
@@ -157,7 +164,7 @@ def _ssd_scan_cuda(x, dt, A, B, C, D, dt_bias, chunk_size, seg, dt_limit):
 
 
 @torch.compiler.disable
-def _causal_conv_cuda(fn, x, weight, bias, seg):
-    out = fn(x.contiguous().transpose(1, 2), weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
+def _causal_conv_cuda(x, weight, bias, seg):
+    out = causal_conv1d_op()(x.contiguous().transpose(1, 2), weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
              seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), activation="silu")
     return out.transpose(1, 2)
