@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 OOM = re.compile(r"out of memory|OutOfMemoryError|No available memory for the cache blocks|insufficient memory", re.IGNORECASE)
@@ -39,45 +42,37 @@ def error_excerpt(log: Path, lines: int = 400, start: int = 0) -> str:
     return f"{' | '.join(body)[-800:]} (full log: {log})"
 
 
-_tees: dict[int, tuple] = {}  # fd -> (the pipe's (st_dev, st_ino), log) of this process's live tees
-
-
-def tee_output(log: Path) -> Path:
-    """From now on, everything written to fds 1 and 2 (this process and children started later) also goes to a log.
-
-    vLLM's logger writes to stdout, tracebacks of its child processes go to stderr: both are wanted. Returns the
-    log in use (the first asked for in this process). Idempotent while the fds are still our pipes; if somebody
-    replaced one since (pytest's capture does), a new tee is put in front of the new one.
-    """
-    for fd in (1, 2):
-        log = _tee(fd, log)
-    return log
-
-
-def _tee(fd: int, log: Path) -> Path:
-    try:
-        current = os.fstat(fd)
-    except OSError:
-        return log
-    if fd in _tees and _tees[fd][0] == (current.st_dev, current.st_ino):
-        return _tees[fd][1]
-    log = next(iter(_tees.values()))[1] if _tees else log
+@contextmanager
+def tee_output(log: Path) -> Iterator[Path]:
+    """Inside: fds 1 and 2 of this process also go to `log` — and for their whole life, those of the children started
+    inside (vLLM's engine core and workers). On exit this process writes straight to its own fds again, so a
+    terminal stays a terminal (progress bars), while the children keep writing through the tee."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    target = os.dup(fd)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, fd)
-    pipe = os.fstat(write_end)
-    os.close(write_end)
-    out = open(log, "ab", buffering=0)  # noqa: SIM115 - lives as long as the process
+    sink = open(log, "ab", buffering=0)  # noqa: SIM115 - the pumps hold it until the children are gone
+    restore: list[tuple[int, int]] = []
+    try:
+        for fd in (1, 2):
+            target = os.dup(fd)
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            restore.append((fd, target))
+            threading.Thread(target=_pump, args=(read_end, target, sink), name=f"tee-fd{fd}", daemon=True).start()
+        yield log
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, target in restore:
+            os.dup2(target, fd)
 
-    def pump() -> None:  # daemon: children keep writing here after the engine started
-        while chunk := os.read(read_end, 65536):
-            for write in (lambda: os.write(target, chunk), lambda: out.write(chunk)):
-                try:
-                    write()
-                except OSError:
-                    pass
 
-    threading.Thread(target=pump, name=f"tee-fd{fd}", daemon=True).start()
-    _tees[fd] = ((pipe.st_dev, pipe.st_ino), log)
-    return log
+def _pump(read_end: int, target: int, sink) -> None:
+    """Copy one pipe to its original fd and to the log until every writer (children included) has closed it."""
+    while chunk := os.read(read_end, 65536):
+        for write in (lambda: os.write(target, chunk), lambda: sink.write(chunk)):
+            try:
+                write()
+            except (OSError, ValueError):
+                pass
+    os.close(read_end)
+    os.close(target)

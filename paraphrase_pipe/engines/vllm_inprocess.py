@@ -50,17 +50,17 @@ class VLLMEngine(LLMEngine):
             # Inside a Ray actor vLLM would otherwise try to build its own placement group: the actor already holds
             # the group's GPUs, so plain worker processes on them are what we want.
             kwargs.setdefault("distributed_executor_backend", "mp")
-        log = tee_output(self._log_path())  # the engine core's error reaches stdout/stderr only
-        offset = log.stat().st_size if log.exists() else 0
-        try:
-            from vllm import LLM
+        with tee_output(self._log_path()) as log:  # the engine core reports its errors on stdout/stderr only
+            offset = log.stat().st_size
+            try:
+                from vllm import LLM
 
-            self.llm = LLM(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - vLLM start-up fails in many ways (OOM, bad model, bad args)
-            time.sleep(0.2)  # let the tee drain the core's last lines
-            why = error_excerpt(log, start=offset)
-            kind = "ran out of memory while starting" if OOM.search(why) else "could not start"
-            raise EngineError(f"vLLM {kind} {o.model!r}: {type(exc).__name__}: {exc} — engine log: {why}") from exc
+                self.llm = LLM(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - vLLM start-up fails in many ways (OOM, bad model, bad args)
+                time.sleep(0.2)  # let the tee drain the core's last lines
+                why = error_excerpt(log, start=offset)
+                kind = "ran out of memory while starting" if OOM.search(why) else "could not start"
+                raise EngineError(f"vLLM {kind} {o.model!r}: {type(exc).__name__}: {exc} — engine log: {why}") from exc
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self._inbox: queue.Queue[_Batch] = queue.Queue()
         self._stopping = threading.Event()
