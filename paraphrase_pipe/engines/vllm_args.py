@@ -48,10 +48,14 @@ class ActorPoolHints(BaseModel):
     max_restarts: int = Field(3, ge=-1, description="restarts of a dead engine (server process, Ray engine actor) "
                               "before the build fails with its last error; -1: no limit")
 
+    def actor_gpus(self, tensor_parallel_size: int) -> float:
+        """GPUs one engine actor holds."""
+        return self.num_gpus if self.num_gpus is not None else tensor_parallel_size
+
     def gpus_held(self, tensor_parallel_size: int, executor: str) -> float:
         """GPUs the build holds for this engine, for the manifest's GPU-hours."""
         if executor == "ray":
-            return (self.num_gpus if self.num_gpus is not None else tensor_parallel_size) * self.replicas
+            return self.actor_gpus(tensor_parallel_size) * self.replicas
         if self.num_gpus is not None:
             return self.num_gpus
         import torch

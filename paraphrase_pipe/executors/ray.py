@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from paraphrase_pipe.engines import EngineError
+from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import Task
 
@@ -72,8 +73,13 @@ def _engine_cpus(pipeline: Pipeline) -> int:
     while an engine actor waits for one, and the pipeline deadlocks."""
     if pipeline.engine_placement != "driver":
         return 0
-    options = pipeline.config.engine_options
-    return math.ceil(int(options.get("replicas", 1)) * float(options.get("num_cpus", 1)))
+    hints = _pool_hints(pipeline)
+    return math.ceil(hints.replicas * hints.num_cpus)
+
+
+def _pool_hints(pipeline: Pipeline) -> ActorPoolHints:
+    """The engine actor pool's options, with the defaults of the one place that defines them."""
+    return ActorPoolHints(**pipeline.config.engine_options)
 
 
 def _init_ray(pipeline: Pipeline) -> None:
@@ -95,26 +101,26 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
     import ray
 
     _init_ray(pipeline)
-    options = pipeline.config.engine_options
     cpus = pipeline.config.workers or max(int(ray.cluster_resources().get("CPU", 1)) - _engine_cpus(pipeline), 1)
     ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks], override_num_blocks=max(len(tasks), 1))
     if pipeline.engine_placement == "worker":
         ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
     else:
         ds = ds.map_batches(_Front, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
+        hints = _pool_hints(pipeline)
         ds = ds.map_batches(
             _Engine,
             fn_constructor_args=(pipeline,),
             batch_format="pyarrow",
-            batch_size=int(options.get("batch_size", 256)),
+            batch_size=hints.batch_size,
             # two batches per engine actor at once (engines are thread-safe): the next fills it while one drains
-            compute=ray.data.ActorPoolStrategy(size=int(options.get("replicas", 1)), max_concurrent_calls_per_actor=2,
+            compute=ray.data.ActorPoolStrategy(size=hints.replicas, max_concurrent_calls_per_actor=2,
                                                enable_true_multi_threading=True),
-            num_gpus=float(options.get("num_gpus", options.get("tensor_parallel_size", 1))),
-            num_cpus=float(options.get("num_cpus", 1)),
+            num_gpus=float(hints.actor_gpus(VLLMEngineArgs(**pipeline.config.engine_options).tensor_parallel_size)),
+            num_cpus=hints.num_cpus,
             # a dead engine actor (OOM-killed, node lost) comes back at most this often, then the build fails;
             # an error the engine raises (vLLM out of memory at start) is not retried at all: it fails fast
-            max_restarts=int(options.get("max_restarts", 3)),
+            max_restarts=hints.max_restarts,
         )
         generation = pipeline.make_engine().identity()  # engine constructors are cheap: models load on first use
         ds = ds.map_batches(_Back, fn_constructor_args=(pipeline, generation), batch_format="pyarrow", batch_size=None, concurrency=cpus)
@@ -123,10 +129,10 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
             for meta in batch["meta"].to_pylist():
                 on_shard(json.loads(meta))
     except Exception as exc:
-        raise _engine_failure(exc, options) or exc
+        raise _engine_failure(exc, pipeline) or exc
 
 
-def _engine_failure(exc: BaseException, options: dict) -> EngineError | None:
+def _engine_failure(exc: BaseException, pipeline: Pipeline) -> EngineError | None:
     """The engine's own error out of Ray's wrappers (RayTaskError, UserCodeException), or a dead engine actor that
     used up its restarts, as the one-line EngineError the CLI prints; None for anything else."""
     from ray.exceptions import ActorDiedError
@@ -145,6 +151,6 @@ def _engine_failure(exc: BaseException, options: dict) -> EngineError | None:
         return EngineError(found[-1])
     for item in chain:
         if isinstance(item, ActorDiedError) and "_Engine" in str(item):
-            return EngineError(f"the engine actor died and was restarted {int(options.get('max_restarts', 3))} "
+            return EngineError(f"the engine actor died and was restarted {_pool_hints(pipeline).max_restarts} "
                                f"times (engine option max_restarts): {str(item).strip().splitlines()[0]}")
     return None
