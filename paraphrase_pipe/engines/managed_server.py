@@ -191,7 +191,8 @@ class ManagedServerEngine(OpenAIEngine):
 
     def _restart(self, server: ServerProcess) -> None:
         why = error_excerpt(server.log)
-        if OOM.search(why) or server.restarts >= self.options.max_restarts:
+        limit = self.options.max_restarts  # -1: no limit
+        if OOM.search(why) or 0 <= limit <= server.restarts:
             self._fatal = EngineError(f"vLLM server {server.index} died ({server.restarts} restarts so far): {why}")
             return
         server.restarts += 1
