@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from paraphrase_pipe.engines import EngineError
-from paraphrase_pipe.engines.engine_log import OOM, error_excerpt, tee_output
+from paraphrase_pipe.engines.engine_log import OOM, start_failure, tee_output
 from paraphrase_pipe.engines.llm import Completion, GenerationOptions, LLMEngine, OnDone, Request
 from paraphrase_pipe.engines.request_cache import WORK_DIR
 from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs
@@ -58,9 +58,9 @@ class VLLMEngine(LLMEngine):
                 self.llm = LLM(**kwargs)
             except Exception as exc:  # noqa: BLE001 - vLLM start-up fails in many ways (OOM, bad model, bad args)
                 time.sleep(0.2)  # let the tee drain the core's last lines
-                why = error_excerpt(log, start=offset)
+                why = start_failure(exc, log, start=offset)
                 kind = "ran out of memory while starting" if OOM.search(why) else "could not start"
-                raise EngineError(f"vLLM {kind} {o.model!r}: {type(exc).__name__}: {exc} — engine log: {why}") from exc
+                raise EngineError(f"vLLM {kind} {o.model!r}: {why}") from exc
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self._inbox: queue.Queue[_Batch] = queue.Queue()
         self._stopping = threading.Event()
