@@ -17,7 +17,9 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    from paraphrase_pipe.redact import redact
+
+    err.print(f"[bold red]error:[/] {redact(message)}", highlight=False)
     raise typer.Exit(code)
 
 

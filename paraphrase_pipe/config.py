@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from paraphrase_pipe.filters import FilterOptions
 from paraphrase_pipe.ids import stable_hash
+from paraphrase_pipe.redact import redact
 from paraphrase_pipe.stages.compose import NEEDS_PARAPHRASE, ComposeOptions, Layout
 from paraphrase_pipe.tokenizer import DEFAULT_TOKENIZER
 
@@ -70,7 +71,8 @@ class BuildConfig(BaseModel):
         return self
 
     def data_fields(self) -> dict[str, Any]:
-        return self.model_dump(exclude=RUNTIME_FIELDS)
+        """What the manifest and the card record (credentials in endpoint URLs hidden)."""
+        return redact(self.model_dump(exclude=RUNTIME_FIELDS))
 
     def config_hash(self, engine_identity: dict[str, Any] | None = None) -> str:
         """What determines the rows. Engine options count only through the engine's identity (model, template,

@@ -141,13 +141,17 @@ class LLMEngine:
     def _extra_provenance(self) -> dict[str, Any]:
         return {}
 
+    def _make_renderer(self) -> PromptRenderer:
+        """Prompts are rendered with the model's own tokenizer, loaded here (before `_start`)."""
+        o = self.options
+        return PromptRenderer(load_model_tokenizer(o.model_tokenizer or o.model, o.revision), self.template)
+
     # ---- internals ---------------------------------------------------------------------------------------------
     def _open(self) -> None:
         with self._opening:
             if self._renderer is not None:
                 return
-            o = self.options
-            renderer = PromptRenderer(load_model_tokenizer(o.model_tokenizer or o.model, o.revision), self.template)
+            renderer = self._make_renderer()
             if self.workdir is not None:
                 self._cache = RequestCache(self.workdir / CACHE_DIR)
             self._start()

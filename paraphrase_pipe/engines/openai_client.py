@@ -9,8 +9,11 @@ and 401/403/404 (bad key, wrong model name) stop the build. When every endpoint 
 `down_timeout` seconds the build stops with one clear error — committed shards and cached answers are kept, so
 re-running the same command resumes.
 
-Prompts go as token ids (rendered client-side through the model's chat template, see prompts.py). The API key is
-read from the environment variable named by `api_key_env` and never logged or recorded.
+Prompts go as token ids, rendered client-side through the model's chat template (see prompts.py); when `--model` is
+a served name whose tokenizer cannot be loaded here, the server renders them (vLLM's `/tokenize` applies its chat
+template), or the build stops at once naming the fix (`-E model_tokenizer=...`). The API key is
+read from the environment variable named by `api_key_env` and never logged or recorded; credentials written into
+an endpoint URL are used for the requests and shown as *** everywhere else (`redact`).
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from pydantic import Field, field_validator
 
 from paraphrase_pipe.engines import EngineError
 from paraphrase_pipe.engines.llm import Completion, GenerationOptions, LLMEngine, OnDone, Request
+from paraphrase_pipe.engines.prompts import PromptRenderer, Template
+from paraphrase_pipe.redact import redact
 
 CONTEXT_ERROR = re.compile(r"context length|max_model_len|maximum model length|too long", re.IGNORECASE)
 FATAL_STATUS = {401: "unauthorized (check the API key in api_key_env)", 403: "forbidden", 404: "not found (check --model / the endpoint URL)"}
@@ -55,16 +60,21 @@ class OpenAIOptions(GenerationOptions):
         urls = []
         for url in value:
             if not re.match(r"^https?://[^/\s]+", url):
-                raise ValueError(f"endpoint {url!r} is not an http(s) URL")
+                raise ValueError(f"endpoint {redact(url)!r} is not an http(s) URL")
             urls.append(re.sub(r"/v1/?$", "", url.rstrip("/")))
         return urls
 
 
 @dataclass
 class _Endpoint:
-    url: str
+    url: str  # what requests go to, credentials included
     in_flight: int = 0
     failing: int = 0  # consecutive failures
+
+    @property
+    def name(self) -> str:
+        """The URL as printed and recorded."""
+        return redact(self.url)
 
 
 class _Retry(Exception):
@@ -94,7 +104,23 @@ class OpenAIEngine(LLMEngine):
         if not self.options.endpoints:
             raise EngineError("engine 'openai' needs at least one --endpoint URL (or --serve to start vLLM servers)")
 
-    # ---- start-up: the I/O thread, and the context length --------------------------------------------------------
+    # ---- start-up: the prompt renderer, the I/O thread, and the context length ------------------------------------
+    def _make_renderer(self) -> PromptRenderer:
+        try:
+            return super()._make_renderer()
+        except EngineError as local:
+            o = self.options
+            if o.model_tokenizer or not o.endpoints:  # a tokenizer the user named, or no server yet (--serve)
+                raise
+            served = ServedRenderer(o.endpoints, o.served_model_name or o.model, self._headers(), self.template,
+                                    o.connect_timeout + o.request_timeout)
+            why = served.unavailable()
+            if why:
+                served.close()
+                raise EngineError(f"{local}; and the server cannot render prompts for it ({why}): name the model's "
+                                  "tokenizer with -E model_tokenizer=HUB_ID_OR_LOCAL_DIR") from None
+            return served
+
     def _start(self) -> None:
         self._endpoints = [_Endpoint(url) for url in self.options.endpoints]
         self._loop = asyncio.new_event_loop()
@@ -122,7 +148,7 @@ class OpenAIEngine(LLMEngine):
                         return int(model["max_model_len"])
                 if models and served not in {m.get("id") for m in models}:
                     names = ", ".join(str(m.get("id")) for m in models)
-                    raise EngineError(f"{endpoint.url} does not serve model {served!r} (it serves: {names})")
+                    raise EngineError(f"{endpoint.name} does not serve model {served!r} (it serves: {names})")
         return None
 
     # ---- requests ------------------------------------------------------------------------------------------------
@@ -163,6 +189,8 @@ class OpenAIEngine(LLMEngine):
             raise
 
     def close(self) -> None:
+        if isinstance(self._renderer, ServedRenderer):
+            self._renderer.close()
         if self._loop is not None:
             if self._http is not None:
                 self._on_loop(self._http.aclose())
@@ -217,7 +245,7 @@ class OpenAIEngine(LLMEngine):
         if status >= 400:
             message = _error_message(response)
             reason = "context_overflow" if CONTEXT_ERROR.search(message) else "request_rejected"
-            return Completion(None, None, len(request.prompt), None, latency, endpoint.url, reason, f"HTTP {status}: {message}")
+            return Completion(None, None, len(request.prompt), None, latency, endpoint.name, reason, f"HTTP {status}: {message}")
         try:
             body = response.json()
             choice = body["choices"][0]
@@ -225,12 +253,12 @@ class OpenAIEngine(LLMEngine):
         except (ValueError, KeyError, IndexError, TypeError):
             raise _Retry(f"malformed answer (HTTP {status}): {response.text[:200]}") from None
         return Completion(choice.get("text"), choice.get("finish_reason"), usage.get("prompt_tokens", len(request.prompt)),
-                          usage.get("completion_tokens"), latency, endpoint.url)
+                          usage.get("completion_tokens"), latency, endpoint.name)
 
     @staticmethod
     def _raise_fatal(response: httpx.Response, endpoint: _Endpoint) -> None:
         if response.status_code in FATAL_STATUS:
-            raise EngineError(f"{endpoint.url} answered HTTP {response.status_code} {FATAL_STATUS[response.status_code]}: "
+            raise EngineError(f"{endpoint.name} answered HTTP {response.status_code} {FATAL_STATUS[response.status_code]}: "
                               f"{_error_message(response)}")
 
     def _note_failure(self, endpoint: _Endpoint, reason: str) -> None:
@@ -238,13 +266,69 @@ class OpenAIEngine(LLMEngine):
         if self._failing_since is None:
             self._failing_since = now
         if now - self._failing_since > self.options.down_timeout and all(e.failing for e in self._endpoints):
-            urls = ", ".join(e.url for e in self._endpoints)
+            urls = ", ".join(e.name for e in self._endpoints)
             raise EndpointsDown(
                 f"every endpoint ({urls}) has failed for {now - self._failing_since:.0f} s "
-                f"(down_timeout {self.options.down_timeout:g} s); last error from {endpoint.url}: {reason}. "
+                f"(down_timeout {self.options.down_timeout:g} s); last error from {endpoint.name}: {redact(reason)}. "
                 "Stopped: committed shards and answered requests are kept, re-run the same command to resume."
             )
 
+
+
+class ServedRenderer(PromptRenderer):
+    """Prompt tokens from the server's own `/tokenize` (vLLM renders the served model's chat template there), for a
+    served name that is no hub id or local dir. The same rules as the local renderer: a template that refuses the
+    system role gets it merged into the user turn, a model without a chat template the plain concatenation."""
+
+    def __init__(self, endpoints: list[str], model: str, headers: dict[str, str], template: Template, timeout: float):
+        self.endpoints, self.model, self.template = endpoints, model, template
+        self.chat_template = True
+        self._http = httpx.Client(headers=headers, timeout=timeout)
+
+    def _tokenize(self, body: dict) -> list[int]:
+        failure = ""
+        for url in self.endpoints:  # the first that answers; all serve the same model
+            try:
+                response = self._http.post(f"{url}/tokenize", json={"model": self.model, "add_special_tokens": False, **body})
+            except httpx.HTTPError as exc:
+                failure = f"{redact(url)}/tokenize: {type(exc).__name__}: {exc}"
+                continue
+            if response.status_code != 200:
+                raise _Refused(f"{redact(url)}/tokenize answered HTTP {response.status_code}: {_error_message(response)}")
+            return response.json()["tokens"]
+        raise EngineError(f"no endpoint answered /tokenize ({failure})")
+
+    def render(self, text: str) -> list[int]:
+        messages = self.template.messages(text)
+        attempts = [messages] + ([[{"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}]]
+                                 if len(messages) == 2 else [])
+        for attempt in attempts:
+            try:
+                return self._tokenize({"messages": attempt, "add_generation_prompt": True})
+            except _Refused as refused:
+                if "chat template" in str(refused).lower():  # a base model: no chat template to render
+                    self.chat_template = None
+                    return self._tokenize({"prompt": "\n\n".join(m["content"] for m in messages) + "\n\n"})
+                failure = refused
+        raise EngineError(f"the server could not render the prompt: {failure}")
+
+    def count(self, text: str) -> int:
+        return len(self._tokenize({"prompt": text}))
+
+    def unavailable(self) -> str | None:
+        """Why this server cannot render prompts (None: it can)."""
+        try:
+            self.count("probe")
+        except (_Refused, EngineError) as exc:
+            return str(exc)
+        return None
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class _Refused(EngineError):
+    """The server answered /tokenize with an error."""
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -40,6 +40,7 @@ VLLM_CPU = ["-E", "dtype=float32", "-E", "enforce_eager=true", "-E", "num_gpus=0
             "-E", "engine_args={distributed_executor_backend: uni}"]
 SERVER_FLAGS = ["--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager", "--seed", "0",
                 "--no-enable-chunked-prefill", "--distributed-executor-backend", "uni"]
+SERVED_ALIAS = "tiny-alias"  # a second name the shared server answers to: no hub id, no local dir
 NO_FILTERS = "filter_options:\n" + "".join(f"  {g}: {{enabled: false}}\n" for g in ("length", "lexical", "language", "semantic", "perplexity"))
 COMPARED = ("sample_id", "chunk_id", "paraphrase", "finish_reason", "prompt_tokens", "completion_tokens", "reject_reason")
 
@@ -97,7 +98,8 @@ class VLLMServer:
         self.log = log
         with open(log, "wb") as sink:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", SERVER_MODULE, "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port), *SERVER_FLAGS],
+                [sys.executable, "-m", SERVER_MODULE, "--model", str(model), "--served-model-name", str(model), SERVED_ALIAS,
+                 "--host", "127.0.0.1", "--port", str(self.port), *SERVER_FLAGS],
                 stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
 
     def wait(self, timeout: float = 240) -> VLLMServer:

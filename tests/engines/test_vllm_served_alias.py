@@ -1,0 +1,35 @@
+"""`--engine openai --model NAME` where NAME is only a served alias (no hub id, no local dir): prompts are rendered by
+the server's own /tokenize, identical to the local rendering; credentials in the endpoint URL reach the server but
+no file, row or printed line. A name the server cannot render for fails at once with the fix."""
+from __future__ import annotations
+
+import json
+
+from .conftest import COMPARED, SERVED_ALIAS, build_cmd, rows
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+def test_a_served_alias_renders_through_tokenize_and_url_credentials_are_redacted(vllm_server, inprocess_build, tiny_llm_dir, recipe, tmp_path):
+    out = tmp_path / "out"
+    with_key = vllm_server.url.replace("http://", f"http://pp-user:{SECRET}@")
+    proc = build_cmd(out, tiny_llm_dir, recipe, "--endpoint", with_key, "--model", SERVED_ALIAS, "--concurrency", "8")
+    keep = [i for i, c in enumerate(COMPARED) if c != "sample_id"]  # the model name is part of the sample id
+    answers = {r["chunk_id"]: tuple(r.get(COMPARED[i]) for i in keep) for r in rows(out) if r["chunk_id"]}
+    assert answers == {r["chunk_id"]: tuple(r.get(COMPARED[i]) for i in keep) for r in rows(inprocess_build) if r["chunk_id"]}
+    provenance = [json.loads(r["provenance"]) for r in rows(out, "shards")]
+    assert {p["model"] for p in provenance} == {SERVED_ALIAS}
+    assert {p["server"] for p in provenance} == {vllm_server.url.replace("http://", "http://***@")}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["engine_options"]["endpoints"] == [vllm_server.url.replace("http://", "http://***@")]
+    leaked = [p for p in out.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert not leaked and SECRET not in proc.stdout + proc.stderr and (out / "README.md").is_file()
+
+
+def test_a_name_the_server_cannot_render_for_fails_at_once_with_the_fix(vllm_server, tiny_llm_dir, recipe, tmp_path):
+    with_key = vllm_server.url.replace("http://", f"http://pp-user:{SECRET}@")
+    proc = build_cmd(tmp_path / "out", tiny_llm_dir, recipe, "--endpoint", with_key, "--model", "not-served", check=False)
+    message = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and SECRET not in proc.stderr
+    assert "cannot load the tokenizer of model 'not-served'" in message
+    assert "/tokenize answered HTTP 404" in message and "-E model_tokenizer=HUB_ID_OR_LOCAL_DIR" in message
