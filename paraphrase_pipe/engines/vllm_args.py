@@ -7,9 +7,29 @@ build config, hence recorded in the manifest.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Speculation(BaseModel):
+    """vLLM's speculative decoding without a draft model (vLLM's `speculative_config`): `ngram` proposes the next
+    tokens by matching the last n-gram in the prompt — a paraphrase copies many spans of its source — and `suffix`
+    (needs the `arctic-inference` package) also matches earlier answers. The target model verifies every proposed
+    token: greedy outputs are identical, sampled ones keep their distribution."""
+
+    model_config = ConfigDict(extra="allow")  # any other speculative_config key, verbatim
+
+    method: Literal["ngram", "suffix"] = "ngram"
+    num_speculative_tokens: int = Field(4, ge=1, description="tokens proposed per step")
+    prompt_lookup_max: int | None = Field(None, ge=1, description="ngram: longest n-gram matched [default: 4]")
+    prompt_lookup_min: int | None = Field(None, ge=1, description="ngram: shortest n-gram matched [default: 1]")
+
+    def vllm_config(self) -> dict[str, Any]:
+        config = self.model_dump(exclude_none=True)
+        if self.method == "ngram":
+            config.setdefault("prompt_lookup_max", 4)
+        return config
 
 
 class VLLMEngineArgs(BaseModel):
@@ -19,12 +39,20 @@ class VLLMEngineArgs(BaseModel):
     max_num_batched_tokens: int | None = Field(None, ge=1)
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     enforce_eager: bool | None = None
+    speculative: Speculation | None = Field(None, description="speculative decoding: ngram | suffix, or its settings")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="any other vLLM engine argument")
+
+    @field_validator("speculative", mode="before")
+    @classmethod
+    def _method_alone(cls, value: Any) -> Any:
+        return {"method": value} if isinstance(value, str) else value
 
     def vllm_kwargs(self, *, model: str, revision: str | None, tokenizer: str | None, seed: int,
                     max_model_len: int | None) -> dict[str, Any]:
         named = {"model": model, "revision": revision, "tokenizer": tokenizer, "seed": seed,
-                 "max_model_len": max_model_len, **self.model_dump(include=set(VLLMEngineArgs.model_fields) - {"engine_args"})}
+                 "max_model_len": max_model_len,
+                 "speculative_config": self.speculative.vllm_config() if self.speculative else None,
+                 **self.model_dump(include=set(VLLMEngineArgs.model_fields) - {"engine_args", "speculative"})}
         if on_cpu():
             # vLLM's CPU build crashes ("CPU Generator does not use offset") when a seeded request's prefill is
             # split over steps; per-request seeds are what make paraphrases reproducible, so never split.
