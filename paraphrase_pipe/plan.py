@@ -1,13 +1,20 @@
 """`paraphrase-pipe plan`: what a build will cost, measured before it runs.
 
-Reads a sample of the input (documents spread over the files), chunks it exactly as `build` would, runs the real
-engine on a sample of those chunks and projects the whole job: chunks, tokens in/out, engine-hours, GPU-hours,
-wall time (and cost with `--gpu-hour-cost`). The engine's throughput is measured on the sample's batch, which
-is smaller than a full run's: on a GPU the projection errs on the slow side.
+Reads a sample of the input (short windows of documents spread over every file and over offsets inside them),
+chunks it exactly as `build` would, then runs the whole pipeline on a sample of those chunks — the real engine,
+the filters, composition and shard writing into a scratch directory — timing each part, and projects the job:
+chunks, tokens in/out, engine-hours, GPU-hours, wall time (and cost with `--gpu-hour-cost`). Start-up (engine,
+filter models) is measured on a first chunk and counted once. The engine's throughput is measured on the sample's
+batch, which is smaller than a full run's: on a GPU the projection errs on the slow side.
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import math
+import os
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -32,10 +39,14 @@ class Plan:
     sample_chunks: int
     prompt_tokens_per_chunk: float = 0.0
     output_tokens_per_chunk: float = 0.0
+    output_tokens: int = 0  # projected, over the chunks the engine answers
     rejected_fraction: dict[str, float] = field(default_factory=dict)
     engine_start_s: float = 0.0
+    cpu_start_s: float = 0.0  # filter models, tokenizers
     output_tok_s: float = 0.0
     engine_hours: float = 0.0
+    cpu_hours: float = 0.0  # read + chunk + filters + compose + commit, one core's worth
+    cpu_workers: int = 1
     parallel_engines: int = 1
     gpus: float = 0.0
     gpu_hours: float = 0.0
@@ -43,17 +54,27 @@ class Plan:
     cost: float | None = None
 
 
-def _sample_tasks(tasks, want_docs: int):
-    """Up to `want_docs` documents, spread evenly over the planned tasks (first records of each)."""
+WINDOW = 4  # documents read in a row: short windows, many places
+
+
+def _sample_tasks(tasks, want_docs: int, per_file: float):
+    """About `want_docs` documents in windows of WINDOW, spread evenly over every planned document: across files
+    and across offsets inside them (the first records of a file are no more typical than its middle).
+    `per_file`: documents of a file the planner did not count (the estimate of `_document_count`)."""
     from paraphrase_pipe.sources import Task
 
-    step = max(len(tasks) // max(want_docs, 1), 1)
-    chosen = tasks[::step][:want_docs]
-    per_task = max(want_docs // max(len(chosen), 1), 1)
+    sizes = [t.records if t.records is not None else max(round(per_file) - t.start, 1) for t in tasks]
+    ends = list(itertools.accumulate(sizes))
+    windows = max(math.ceil(min(want_docs, ends[-1]) / WINDOW), 1)
     picked = []
-    for task in chosen:
-        stop = task.start + per_task if task.stop is None else min(task.stop, task.start + per_task)
-        picked.append(Task(task.file, task.start, stop, last=False))
+    for j in range(windows):
+        at = (j + 0.5) * ends[-1] / windows  # the window's centre, in planned-document order
+        i = min(bisect.bisect_right(ends, at), len(tasks) - 1)
+        task, size = tasks[i], sizes[i]
+        offset = min(max(int(at - (ends[i] - size)) - WINDOW // 2, 0), max(size - WINDOW, 0))
+        start = task.start + offset
+        stop = start + min(WINDOW, size)
+        picked.append(Task(task.file, start, stop if task.stop is None else min(stop, task.stop), last=False))
     return picked
 
 
@@ -70,8 +91,41 @@ def _document_count(tasks) -> tuple[int, bool]:
     return total + round(sum(count_records(t.file) for t in probe) / len(probe) * len(open_ended)), True
 
 
+def _line_offsets(tasks) -> dict[str, list[int]] | None:
+    """For JSON-lines inputs the planner counted: each file's cumulative line bytes (one more pass over the input).
+    Bytes are what chunks and tokens follow — documents are heavy-tailed (on the bundled sample the chunks of one
+    document vary by 1.4x their mean), so projecting from the sample's bytes is far tighter than from its
+    document count. None for other formats or uncounted files."""
+    from paraphrase_pipe.sources import jsonl
+
+    if any(t.records is None or t.file.format != "jsonl" for t in tasks):
+        return None
+    offsets = {}
+    for path in dict.fromkeys(t.file.path for t in tasks):
+        offsets[path] = [0, *itertools.accumulate(len(line) for line in jsonl.iter_physical_lines(path))]
+    return offsets
+
+
+def _bytes(tasks, offsets: dict[str, list[int]]) -> int:
+    total = 0
+    for t in tasks:
+        ends = offsets[t.file.path]
+        total += ends[min(t.stop if t.stop is not None else len(ends) - 1, len(ends) - 1)] - ends[min(t.start, len(ends) - 1)]
+    return total
+
+
+def _load_gates(config, text: str) -> None:
+    """Score one pair with every enabled gate: each loads its model (embedder, reference LM) as in a build's worker."""
+    from paraphrase_pipe.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(config.tokenizer)
+    for gate in config.filter_options.gates() if config.engine != "none" else []:
+        gate.score([text], [text], tokenizer)
+
+
 def make_plan(config, *, sample_docs: int = 64, sample_chunks: int = 128, gpu_hour_cost: float | None = None) -> Plan:
     from paraphrase_pipe.engines import create_engine, engine_class, gpus_held
+    from paraphrase_pipe.output.manifest import ACCEPTED_DIR, REJECTED_DIR
     from paraphrase_pipe.pipeline import Pipeline
     from paraphrase_pipe.sources import discover, plan_tasks
     from paraphrase_pipe.tokenizer import resolve_tokenizer
@@ -82,43 +136,70 @@ def make_plan(config, *, sample_docs: int = 64, sample_chunks: int = 128, gpu_ho
     tasks = plan_tasks(files, config)
     documents, estimated = _document_count(tasks)
     front = Pipeline(config.model_copy(update={"engine": "none", "engine_options": {}}), dry_run=True)
-    sample = _sample_tasks(tasks, sample_docs)
+    sample = _sample_tasks(tasks, sample_docs, documents / max(len(files), 1))
+    started = time.perf_counter()
     rows = pa.concat_tables([front.front(t) for t in sample])
-    read = sum(t.stop - t.start for t in sample)
+    front_s = time.perf_counter() - started
+    read = pc.count_distinct(rows["doc_id"]).as_py()
     live = rows.filter(pc.is_null(rows["reject_reason"]))
-    scale = documents / max(read, 1)
+    offsets = _line_offsets(tasks)
+    scale = _bytes(tasks, offsets) / max(_bytes(sample, offsets), 1) if offsets else documents / max(read, 1)
     plan = Plan(files=len(files), documents=documents, documents_estimated=estimated, sample_documents=read,
                 chunks=round(len(live) * scale), source_tokens=round((pc.sum(live["n_tokens"]).as_py() or 0) * scale),
-                sample_chunks=0)
-    if config.engine == "none" or not len(live):
+                sample_chunks=0, cpu_workers=config.workers or os.cpu_count() or 1)
+    if not len(live):
         return plan
 
-    step = max(len(live) // sample_chunks, 1)
-    chunks = live.take(list(range(0, len(live), step))[:sample_chunks]).to_pylist()
-    engine = create_engine(config.engine, config.engine_options)  # no workdir: a plan never uses the request cache
-    try:
-        started = time.perf_counter()
-        engine.generate(chunks[:1])  # start-up + first request, kept out of the throughput
-        plan.engine_start_s = time.perf_counter() - started
-        started = time.perf_counter()
-        answers = engine.generate(chunks)
-        elapsed = time.perf_counter() - started
-    finally:
-        engine.close()
-    sent = [a for a in answers if a.completion_tokens is not None]
-    out_tokens = sum(a.completion_tokens for a in sent)
+    picks = min(sample_chunks, len(live))
+    chunks = live.take([i * len(live) // picks for i in range(picks)])  # evenly over every sampled document
+    with tempfile.TemporaryDirectory(prefix="paraphrase-pipe-plan-") as scratch:  # the commit writes real shards
+        for kind in (ACCEPTED_DIR, REJECTED_DIR):
+            (Path(scratch) / kind).mkdir()
+        pipeline = Pipeline(config.model_copy(update={"output": scratch}))
+        engine = create_engine(config.engine, config.engine_options)  # no workdir: a plan never uses the request cache
+        try:
+            identity = engine.identity()
+            # start-up + the first chunk, counted once: the engine's, then the filter models' (in a build they load
+            # at the same time, the engine in the driver and the filters in the CPU workers)
+            started = time.perf_counter()
+            first = pipeline.middle(chunks.slice(0, 1), engine)
+            plan.engine_start_s = time.perf_counter() - started
+            started = time.perf_counter()
+            _load_gates(config, chunks["original"][0].as_py())
+            pipeline.back(first, identity)
+            plan.cpu_start_s = time.perf_counter() - started
+            started = time.perf_counter()
+            answered = pipeline.middle(chunks, engine)
+            engine_s = time.perf_counter() - started
+            started = time.perf_counter()
+            pipeline.back(answered, identity)
+            back_s = time.perf_counter() - started
+        finally:
+            engine.close()
+    per_chunk_cpu = front_s / len(live) + back_s / len(chunks)
     plan.sample_chunks = len(chunks)
-    plan.prompt_tokens_per_chunk = sum(a.prompt_tokens or 0 for a in sent) / max(len(sent), 1)
+    plan.cpu_hours = plan.chunks * per_chunk_cpu / 3600
+    if config.engine == "none":
+        plan.wall_hours = (plan.engine_start_s + plan.cpu_start_s) / 3600 + plan.cpu_hours / plan.cpu_workers
+        return plan
+
+    sent = answered.filter(pc.is_valid(answered["completion_tokens"]))
+    out_tokens = pc.sum(sent["completion_tokens"]).as_py() or 0
+    plan.prompt_tokens_per_chunk = (pc.sum(sent["prompt_tokens"]).as_py() or 0) / max(len(sent), 1)
     plan.output_tokens_per_chunk = out_tokens / max(len(sent), 1)
-    reasons = Counter(a.error for a in answers if a.error)
-    plan.rejected_fraction = {r: round(n / len(answers), 4) for r, n in sorted(reasons.items())}
-    plan.output_tok_s = out_tokens / max(elapsed, 1e-9)
-    sent_chunks = plan.chunks * len(sent) / len(answers)
-    plan.engine_hours = sent_chunks * plan.output_tokens_per_chunk / max(plan.output_tok_s, 1e-9) / 3600
+    reasons = Counter(r for r in answered["reject_reason"].to_pylist() if r)
+    plan.rejected_fraction = {r: round(n / len(answered), 4) for r, n in sorted(reasons.items())}
+    plan.output_tokens = round(plan.chunks * out_tokens / len(answered))
+    plan.output_tok_s = out_tokens / max(engine_s, 1e-9)
+    plan.engine_hours = plan.chunks * engine_s / len(chunks) / 3600
     driver = engine_class(config.engine).placement == "driver"
     plan.parallel_engines = int(config.engine_options.get("replicas", 1)) if driver and config.executor == "ray" else 1
-    plan.wall_hours = plan.engine_hours / plan.parallel_engines
     plan.gpus = gpus_held(config.engine, config.engine_options, config.executor)
+    engine_wall, cpu_wall = plan.engine_hours / plan.parallel_engines, plan.cpu_hours / plan.cpu_workers
+    # An engine on GPUs (or on servers elsewhere) runs beside the CPU stages; one on this machine's CPU shares its cores.
+    on_cpu_here = driver and not plan.gpus
+    start_h = max(plan.engine_start_s, plan.cpu_start_s) / 3600
+    plan.wall_hours = start_h + (engine_wall + cpu_wall if on_cpu_here else max(engine_wall, cpu_wall))
     plan.gpu_hours = plan.wall_hours * plan.gpus
     if gpu_hour_cost is not None:
         plan.cost = plan.gpu_hours * gpu_hour_cost
@@ -143,9 +224,11 @@ def _table(plan: Plan):
         rows += [
             ("prompt tokens / chunk", f"{plan.prompt_tokens_per_chunk:,.1f}"),
             ("output tokens / chunk", f"{plan.output_tokens_per_chunk:,.1f}"),
-            ("engine start-up", f"{plan.engine_start_s:,.1f} s"),
+            ("output tokens (projected)", f"~{plan.output_tokens:,}"),
+            ("start-up: engine, filters", f"{plan.engine_start_s:,.1f} s, {plan.cpu_start_s:,.1f} s"),
             ("engine output throughput", f"{plan.output_tok_s:,.0f} tok/s"),
             ("engine-hours", f"{plan.engine_hours:,.2f}"),
+            ("CPU stage core-hours", f"{plan.cpu_hours:,.2f} (over {plan.cpu_workers} workers)"),
             ("engines in parallel", str(plan.parallel_engines)),
             ("GPUs held", f"{plan.gpus:g}"),
             ("GPU-hours", f"{plan.gpu_hours:,.2f}"),
@@ -168,6 +251,7 @@ def plan(
     limit: Optional[int] = typer.Option(None, help="the build will read at most this many records"),
     engine: Optional[str] = typer.Option(None, help="paraphrase engine (default: none)"),
     executor: Optional[str] = typer.Option(None, help="local | ray | dask (for engines in parallel and GPUs held)"),
+    workers: Optional[int] = typer.Option(None, help="CPU worker processes of the build (default: all cores)"),
     sample_docs: int = typer.Option(64, help="documents to read and chunk"),
     sample_chunks: int = typer.Option(128, help="chunks to paraphrase (use at least the engine's batch size)"),
     gpu_hour_cost: Optional[float] = typer.Option(None, help="price of one GPU-hour, to print the cost"),
@@ -180,7 +264,7 @@ def plan(
 
     try:
         config = resolve_config(recipe, input=input or None, chunk=chunk, tokenizer=tokenizer, limit=limit, engine=engine,
-                                engine_options=engine_options, executor=executor, progress=False)
+                                engine_options=engine_options, executor=executor, workers=workers, progress=False)
         result = make_plan(config, sample_docs=sample_docs, sample_chunks=sample_chunks, gpu_hour_cost=gpu_hour_cost)
     except user_errors() as exc:
         fail(str(exc))

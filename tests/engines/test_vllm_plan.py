@@ -1,29 +1,44 @@
-"""`paraphrase-pipe plan` against the real server: its counts match what `build --dry-run` counts, its engine
-figures are measured."""
+"""`paraphrase-pipe plan` against a real build: the same flags, the real in-process vLLM engine (its start-up is part
+of both) and the default filters (the semantic gate's embedder included). Its projections of chunks, source tokens, output tokens and wall time must land
+within the tolerances below of what the build then really does."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
-from .conftest import REPO, build_cmd
+from .conftest import MAX_MODEL_LEN, MAX_TOKENS, REPO, VLLM_CPU, build_cmd, rows
+
+DOCS = 48
 
 
-def test_plan_projects_the_build_from_a_measured_sample(vllm_server, tiny_llm_dir, recipe, tmp_path):
-    common = ["--chunk", "256", "--tokenizer", "builtin:gpt2", "--limit", "16"]
+def test_plan_projects_the_real_build(tiny_llm_dir, tmp_path):
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    common = ["--chunk", "256", "--tokenizer", "builtin:gpt2", "--limit", str(DOCS), "--model", str(tiny_llm_dir),
+              "--engine", "vllm", *VLLM_CPU, "--max-model-len", str(MAX_MODEL_LEN), "-E", f"max_tokens={MAX_TOKENS}",
+              "-E", "top_p=1", "-E", "stop=[th]", "--workers", "2"]  # what build_cmd adds (COMMON), for plan too
     plan = subprocess.run(
-        [sys.executable, "-m", "paraphrase_pipe.cli", "plan", *common, "--model", str(tiny_llm_dir), "--endpoint", vllm_server.url,
-         "-E", "max_tokens=24", "--max-model-len", "560", "--sample-docs", "8", "--sample-chunks", "12",
-         "-E", "gpus_per_endpoint=2", "--gpu-hour-cost", "3", "--json"],
-        capture_output=True, text=True, cwd=REPO, timeout=300)
+        [sys.executable, "-m", "paraphrase_pipe.cli", "plan", *common, "--sample-docs", "16", "--sample-chunks", "32",
+         "--gpu-hour-cost", "3", "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert plan.returncode == 0, plan.stderr
-    result = json.loads(plan.stdout)
-    dry = build_cmd(tmp_path / "dry", tiny_llm_dir, recipe, "--dry-run", "--endpoint", vllm_server.url)  # counts only
-    chunks = int(next(line.split("│")[2].replace(",", "") for line in dry.stdout.splitlines() if "│ chunks" in line))
-    assert result["documents"] == 16 and not result["documents_estimated"]
-    assert abs(result["chunks"] - chunks) <= 0.35 * chunks  # 8 of 16 documents sampled: a projection, not a count
-    assert result["sample_chunks"] == 12 and result["output_tok_s"] > 0
-    assert 0 < result["output_tokens_per_chunk"] <= 24 and result["prompt_tokens_per_chunk"] > 100
-    assert result["gpus"] == 2 and result["gpu_hours"] == result["wall_hours"] * 2
-    assert abs(result["cost"] - 3 * result["gpu_hours"]) < 1e-9
-    assert result["engine_hours"] > 0
+    projected = json.loads(plan.stdout[plan.stdout.index("\n{") + 1:])  # after vLLM's own log lines on stdout
+    assert projected["documents"] == DOCS and not projected["documents_estimated"] and projected["sample_documents"] == 16
+    assert projected["gpus"] == 0 and projected["cost"] == 0 and projected["engine_start_s"] > 0
+
+    recipe = tmp_path / "defaults.yaml"
+    recipe.write_text("{}\n")  # the default filters: what `plan` measured
+    out = tmp_path / "out"
+    build_cmd(out, tiny_llm_dir, recipe, *common[2:], env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    run = json.loads((out / "manifest.json").read_text())["runs"][-1]
+    built = [r for r in rows(out) if r["chunk_id"]]
+    real = {"chunks": len(built), "source_tokens": sum(r["n_tokens"] for r in built),
+            "output_tokens": run["generated_tokens"], "wall_s": run["elapsed_s"]}
+    estimate = {**{k: projected[k] for k in ("chunks", "source_tokens", "output_tokens")}, "wall_s": projected["wall_hours"] * 3600}
+    ratios = {k: estimate[k] / real[k] for k in real}
+    print("plan / build:", {k: round(v, 3) for k, v in ratios.items()}, "build:", real)
+    for key in ("chunks", "source_tokens", "output_tokens"):
+        assert 0.8 <= ratios[key] <= 1.2, (key, estimate, real)
+    # wall time on a shared 2-core machine: measured within 20% when it is otherwise idle; the margin is for the noise
+    assert 0.65 <= ratios["wall_s"] <= 1.5, (estimate, real)
