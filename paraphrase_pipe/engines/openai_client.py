@@ -117,7 +117,7 @@ class OpenAIEngine(LLMEngine):
             why = served.unavailable()
             if why:
                 served.close()
-                raise EngineError(f"{local}; and the server cannot render prompts for it ({why}): name the model's "
+                raise EngineError(f"{' '.join(str(local).split())}; and the server cannot render prompts for it ({why}): name the model's "
                                   "tokenizer with -E model_tokenizer=HUB_ID_OR_LOCAL_DIR") from None
             return served
 
