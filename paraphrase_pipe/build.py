@@ -101,14 +101,15 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
                 rate += f" · out {totals['generated_tokens'] / elapsed:,.0f} tok/s"
             progress.update(bar, advance=meta["documents"], rate=rate)
 
-        get_executor(config.executor)(pipeline, tasks, on_shard)
+        engine_stats = get_executor(config.executor)(pipeline, tasks, on_shard)
 
     result.elapsed_s = time.time() - started
     if manifest is not None:
         manifest.remove_orphans()  # temp/unlisted files of workers killed mid-write (their work was re-run)
         gpus = gpus_held(config.engine, config.engine_options, config.executor)  # GPU-hours = wall time x GPUs held
         manifest.finish({"elapsed_s": round(result.elapsed_s, 3), "executor": config.executor, "workers": config.workers,
-                         "gpus": gpus, "gpu_hours": round(gpus * result.elapsed_s / 3600, 4), **totals})
+                         "gpus": gpus, "gpu_hours": round(gpus * result.elapsed_s / 3600, 4), **totals,
+                         **({"engine_window": engine_stats} if engine_stats else {})})
         discard_request_cache(out)  # every cached answer is in a committed shard now
         try:
             write_card(out)

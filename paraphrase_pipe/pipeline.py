@@ -1,19 +1,21 @@
 """The build as three steps over Arrow tables, so any executor can place them:
 
   front(task)  read -> chunk -> drop already-committed ids        (CPU, runs where the data is)
-  middle(rows) paraphrase with the engine                         (worker or GPU actor, per engine placement)
+  middle(rows) paraphrase with the engine                         (where `engine_site` says)
   back(rows)   filter -> compose -> commit shards, return metadata (CPU)
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from paraphrase_pipe.config import BuildConfig
+from paraphrase_pipe.config import BuildConfig, ConfigError
 from paraphrase_pipe.engines import Engine, create_engine, engine_class
 from paraphrase_pipe.output.shards import write_rows
 from paraphrase_pipe.schema import row_key
@@ -21,7 +23,7 @@ from paraphrase_pipe.sources import Task, read_task
 from paraphrase_pipe.stages.chunk import chunk_documents
 from paraphrase_pipe.stages.compose import compose_rows
 from paraphrase_pipe.stages.filter import filter_rows
-from paraphrase_pipe.stages.paraphrase import paraphrase_rows
+from paraphrase_pipe.stages.paraphrase import paraphrase_rows, submit_paraphrase
 from paraphrase_pipe.tokenizer import load_tokenizer
 
 
@@ -34,6 +36,23 @@ class Pipeline:
     @property
     def engine_placement(self) -> str:
         return engine_class(self.config.engine).placement
+
+    def engine_site(self, executor: str) -> Literal["workers", "driver", "actors"]:
+        """Where the engine runs — decided here for every executor:
+        - `workers`: one engine inside every CPU worker, which runs whole tasks (`none`; HTTP clients on Ray/Dask);
+        - `driver` (local): one engine in the build process for the whole machine, fed request by request so it stays
+          full (an in-process GPU engine, or one HTTP client with one in-flight budget for the servers);
+        - `actors` (Ray): a pool of engine actors for driver-placed (GPU) engines."""
+        cls = engine_class(self.config.engine)
+        if executor == "local":
+            return "driver" if hasattr(cls, "submit") else "workers"
+        if cls.placement == "worker":
+            return "workers"
+        if executor == "dask":
+            raise ConfigError(
+                f"engine {self.config.engine!r} runs the model in-process, which the dask executor does not place; "
+                "serve the model with vLLM and use the 'openai' engine, or use --executor local/ray")
+        return "actors"
 
     def make_engine(self) -> Engine:
         workdir = None if self.dry_run else self.config.output  # engines keep their request cache there
@@ -52,6 +71,10 @@ class Pipeline:
 
     def middle(self, rows: pa.Table, engine: Engine) -> pa.Table:
         return paraphrase_rows(rows, engine)
+
+    def submit_middle(self, rows: pa.Table, engine: Engine) -> Future:
+        """middle() without waiting (engines with `submit`): the rows are in engine.in_flight() on return."""
+        return submit_paraphrase(rows, engine)
 
     def back(self, rows: pa.Table, generation: dict) -> list[dict]:
         if self.config.engine != "none":  # the gates compare a paraphrase with its source; `none` makes no paraphrase

@@ -69,11 +69,7 @@ def _client(config: BuildConfig):
 def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> None:
     from dask.distributed import as_completed
 
-    if pipeline.engine_placement != "worker":
-        raise ConfigError(
-            f"engine {pipeline.config.engine!r} runs the model in-process, which the dask executor does not place; "
-            "serve the model with vLLM and use the 'openai' engine, or use --executor local/ray"
-        )
+    pipeline.engine_site("dask")  # refuses engines this executor cannot place
     with _client(pipeline.config) as client:
         shared = client.scatter(pipeline, broadcast=True)  # the committed-id set travels once per worker
 

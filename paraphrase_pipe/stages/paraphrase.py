@@ -1,7 +1,12 @@
-"""The paraphrase stage: hand live chunks to the engine, write its answers into the row columns."""
+"""The paraphrase stage: hand live chunks to the engine, write its answers into the row columns.
+
+`submit_paraphrase` is the non-blocking form for feeders that keep an engine full (executors/local.py); the
+blocking `paraphrase_rows` is the same thing waited on.
+"""
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
 
 import pyarrow as pa
 
@@ -13,7 +18,28 @@ def paraphrase_rows(rows: pa.Table, engine: Engine) -> pa.Table:
     live, rest = split_live(rows)
     if not live:
         return rows
-    generations = engine.generate(live)
+    return _with_answers(rows, live, rest, engine.generate(live), engine)
+
+
+def submit_paraphrase(rows: pa.Table, engine) -> Future:
+    """Future of paraphrase_rows(rows, engine); the live chunks are in the engine's in_flight() when this returns."""
+    done: Future = Future()
+    live, rest = split_live(rows)
+    if not live:
+        done.set_result(rows)
+        return done
+
+    def answered(generations: Future) -> None:
+        try:
+            done.set_result(_with_answers(rows, live, rest, generations.result(), engine))
+        except BaseException as exc:  # noqa: BLE001 - the waiter re-raises it
+            done.set_exception(exc)
+
+    engine.submit(live).add_done_callback(answered)
+    return done
+
+
+def _with_answers(rows: pa.Table, live: list[dict], rest, generations, engine) -> pa.Table:
     if len(generations) != len(live):
         raise RuntimeError(f"engine {engine.name} returned {len(generations)} answers for {len(live)} chunks")
     for row, gen in zip(live, generations):
