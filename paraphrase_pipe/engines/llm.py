@@ -94,7 +94,12 @@ class InFlight:
         with self._lock:
             self._advance()
             self.now += n
-            if self._first is None and n:
+
+    def sending(self) -> None:
+        """Requests reach the backend: the generation window opens (engine start-up stays out of it)."""
+        with self._lock:
+            if self._first is None:
+                self._advance()
                 self._first = self._t
 
     def finish(self, n: int = 1, output_tokens: int | None = None, answered: bool = False) -> None:
@@ -118,7 +123,7 @@ class InFlight:
 
     def _advance(self) -> None:
         t = time.perf_counter()
-        if self._t is not None:
+        if self._t is not None and self._first is not None:  # only inside the window
             self._area += self.now * (t - self._t)
             if self.full_at and self.now >= self.full_at:
                 self._full_s += t - self._t
@@ -227,6 +232,8 @@ class LLMEngine:
             cached = self._cache.get_many([r.key for r in requests.values()]) if self._cache else {}
             to_send = [r for r in requests.values() if r.key not in cached]
             finish(len(chunks) - len(to_send))  # answered without the backend
+            if to_send:
+                self._in_flight.sending()
             fresh = dict(zip((r.key for r in to_send), self._complete(to_send, on_done))) if to_send else {}
             for i, request in requests.items():
                 completion = Completion(**cached[request.key]) if request.key in cached else fresh[request.key]
