@@ -78,7 +78,7 @@ OnDone = Callable[[Request, Completion], None]
 class InFlight:
     """Requests handed to the engine and not answered yet, and how full that kept the engine over time.
 
-    Time-weighted over the generation window (first request handed in -> last answer): the mean number in flight,
+    Time-weighted over the generation window (first request reaching the backend -> last answer): the mean in flight,
     and the share of the window with at least `full_at` in flight (the engine's max_num_seqs: it could run a full
     batch). Thread-safe: feeders add, backend threads finish."""
 
