@@ -6,8 +6,9 @@
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,16 @@ class Pipeline:
                 f"engine {self.config.engine!r} runs the model in-process, which the dask executor does not place; "
                 "serve the model with vLLM and use the 'openai' engine, or use --executor local/ray")
         return "actors"
+
+    def sharing_clients(self, workers: int) -> Pipeline:
+        """For `workers` processes that each hold an HTTP client (Ray/Dask): they split the build's one in-flight
+        budget (`concurrency`) between them instead of each taking all of it."""
+        probe = create_engine(self.config.engine, self.config.engine_options)  # cheap: nothing is opened
+        total = getattr(probe, "concurrency", None)
+        if total is None or workers <= 1:
+            return self
+        options = {**self.config.engine_options, "concurrency": max(1, math.ceil(total() / workers))}
+        return replace(self, config=self.config.model_copy(update={"engine_options": options}))
 
     def make_engine(self) -> Engine:
         workdir = None if self.dry_run else self.config.output  # engines keep their request cache there

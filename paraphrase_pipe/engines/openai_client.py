@@ -40,9 +40,9 @@ class EndpointsDown(EngineError):
 class OpenAIOptions(GenerationOptions):
     endpoints: list[str] = Field(default_factory=list, description="base URLs, e.g. http://10.0.0.5:8000")
     served_model_name: str | None = Field(None, description="`model` sent in requests [default: model]")
-    concurrency: int | None = Field(None, ge=1, description="requests in flight at the servers per engine: one engine "
-                                    "for the whole local build, one per worker process on Ray/Dask [default: 512; "
-                                    "--serve: 2 x max_num_seqs per server, or 1024 per server when unset]")
+    concurrency: int | None = Field(None, ge=1, description="requests in flight at the servers for the whole build (Ray/"
+                                    "Dask workers split it) [default: 512; --serve: 2 x max_num_seqs per server, or "
+                                    "1024 per server when unset]")
     request_timeout: float = Field(600, gt=0, description="seconds for one request")
     connect_timeout: float = Field(10, gt=0)
     down_timeout: float = Field(300, gt=0, description="stop when every endpoint has failed this long")

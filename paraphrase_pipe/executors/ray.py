@@ -112,7 +112,7 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
     cpus = pipeline.config.workers or max(int(ray.cluster_resources().get("CPU", 1)) - _engine_cpus(pipeline), 1)
     ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks], override_num_blocks=max(len(tasks), 1))
     if pipeline.engine_site("ray") == "workers":
-        ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
+        ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline.sharing_clients(cpus),), batch_size=1, batch_format="pyarrow", concurrency=cpus)
     else:
         ds = ds.map_batches(_Front, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
         hints = _pool_hints(pipeline)
