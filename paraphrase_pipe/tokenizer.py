@@ -101,17 +101,27 @@ def resolve_tokenizer(name: str | None) -> tuple[str, str | None]:
 @lru_cache(maxsize=8)
 def load_tokenizer(name: str) -> LoadedTokenizer:
     if name == BUILTIN_GPT2:
-        backend = _gpt2_builtin()
-        return LoadedTokenizer(name, _fingerprint(backend), backend, "<|endoftext|>")
-    if Path(name).is_file():
-        backend = Tokenizer.from_file(name)
-        return LoadedTokenizer(name, _fingerprint(backend), backend, None)
-    hf = _hf_tokenizer(name)
-    if not getattr(hf, "is_fast", False):
-        raise TokenizerError(f"tokenizer {name!r} has no fast (Rust) implementation; token offsets need one")
-    backend = hf.backend_tokenizer
-    return LoadedTokenizer(name, _fingerprint(backend), backend, hf.eos_token)
+        backend, eos = _gpt2_builtin(), "<|endoftext|>"
+    elif Path(name).is_file():
+        backend, eos = Tokenizer.from_file(name), None
+    else:
+        hf = _hf_tokenizer(name)
+        if not getattr(hf, "is_fast", False):
+            raise TokenizerError(f"tokenizer {name!r} has no fast (Rust) implementation; token offsets need one")
+        backend, eos = hf.backend_tokenizer, hf.eos_token
+    backend = for_counting(backend)
+    return LoadedTokenizer(name, fingerprint(backend), backend, eos)
 
 
-def _fingerprint(backend: Tokenizer) -> str:
+def for_counting(backend: Tokenizer) -> Tokenizer:
+    """Every token of every text: a tokenizer saved with truncation or padding on would cut or pad silently."""
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    return backend
+
+
+def fingerprint(backend: Tokenizer) -> str:
+    """The tokenizer's identity: a hash of its full definition (chunk ids, the trainer's token cache)."""
     return hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
