@@ -93,6 +93,8 @@ class LLMEngine:
         self._renderer: PromptRenderer | None = None
         self._cache: RequestCache | None = None
         self._opening = threading.Lock()
+        self._in_flight = 0  # requests sent, not yet answered (the build's progress line shows it)
+        self._counting = threading.Lock()
 
     # ---- the seam --------------------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -119,11 +121,33 @@ class LLMEngine:
                 requests[i] = request
         cached = self._cache.get_many([r.key for r in requests.values()]) if self._cache else {}
         to_send = [r for r in requests.values() if r.key not in cached]
-        fresh = dict(zip((r.key for r in to_send), self._complete(to_send, self._remember))) if to_send else {}
+        fresh = dict(zip((r.key for r in to_send), self._send(to_send))) if to_send else {}
         for i, request in requests.items():
             completion = Completion(**cached[request.key]) if request.key in cached else fresh[request.key]
             answers[i] = self._generation(chunks[i], request, completion)
         return [answers[i] for i in range(len(chunks))]
+
+    def requests_in_flight(self) -> int:
+        return self._in_flight
+
+    def _send(self, requests: list[Request]) -> list[Completion]:
+        """`_complete`, counting the requests in flight (answers arrive on the backend's threads)."""
+        answered = 0
+
+        def on_done(request: Request, completion: Completion) -> None:
+            nonlocal answered
+            with self._counting:
+                answered += 1
+                self._in_flight -= 1
+            self._remember(request, completion)
+
+        with self._counting:
+            self._in_flight += len(requests)
+        try:
+            return self._complete(requests, on_done)
+        finally:
+            with self._counting:
+                self._in_flight -= len(requests) - answered
 
     def close(self) -> None:
         if self._cache:
