@@ -12,6 +12,7 @@ from datetime import timedelta
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+BAR_REFRESH_S = 1.0
 COUNTS = ("documents", "chunks", "tokens", "accepted", "rejected", "excluded", "generated_tokens")
 
 
@@ -32,14 +33,15 @@ class BuildProgress:
             console=console, disable=not bar, transient=False,
         )
         self._task = self._bar.add_task("build", total=total_documents, rate="")
-        self._log_every = 0.0 if bar else log_every
+        self._bar_on = bar
+        self._every = BAR_REFRESH_S if bar else log_every  # the bar's in-flight count / the log's lines
         self._stop = threading.Event()
-        self._ticker = threading.Thread(target=self._log_loop, name="build-progress", daemon=True)
+        self._ticker = threading.Thread(target=self._tick, name="build-progress", daemon=True)
 
     def __enter__(self) -> BuildProgress:
         self.started = time.time()
         self._bar.start()
-        if self._log_every > 0:
+        if self._every > 0:
             self._ticker.start()
         return self
 
@@ -70,6 +72,9 @@ class BuildProgress:
         rate = f"{self.totals['tokens'] / elapsed:,.0f} tok/s"
         if self.totals["generated_tokens"]:  # the LLM's output rate: what GPU time buys
             rate += f" · out {self.totals['generated_tokens'] / elapsed:,.0f} tok/s"
+        in_flight = self.in_flight()
+        if in_flight is not None:
+            rate += f" · {in_flight:,} in flight"
         return rate
 
     def line(self) -> str:
@@ -88,6 +93,9 @@ class BuildProgress:
             parts.append(f"{in_flight:,} requests in flight")
         return f"progress {timedelta(seconds=round(elapsed))}: " + ", ".join(parts)
 
-    def _log_loop(self) -> None:
-        while not self._stop.wait(self._log_every):
-            self.console.print(self.line(), highlight=False, markup=False, soft_wrap=True)
+    def _tick(self) -> None:
+        while not self._stop.wait(self._every):
+            if self._bar_on:  # between commits the bar still shows the engine at work
+                self._bar.update(self._task, rate=self._rates())
+            else:
+                self.console.print(self.line(), highlight=False, markup=False, soft_wrap=True)
