@@ -8,7 +8,7 @@ from paraphrase_pipe.train import command as train_command  # noqa: F401
 from paraphrase_pipe import plan_command  # noqa: F401
 from paraphrase_pipe.evaluate import command as evaluate_command  # noqa: F401
 from paraphrase_pipe.analysis import command as analysis_command  # noqa: F401
-from paraphrase_pipe import card_command, sweep  # noqa: F401
+from paraphrase_pipe import card_command, sweep_command  # noqa: F401
 from paraphrase_pipe.console import app
 # isort: on
 
