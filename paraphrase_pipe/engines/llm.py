@@ -121,7 +121,7 @@ class LLMEngine:
                 requests[i] = request
         cached = self._cache.get_many([r.key for r in requests.values()]) if self._cache else {}
         to_send = [r for r in requests.values() if r.key not in cached]
-        fresh = dict(zip((r.key for r in to_send), self._send(to_send))) if to_send else {}
+        fresh = dict(zip((r.key for r in to_send), self._complete_counting(to_send))) if to_send else {}
         for i, request in requests.items():
             completion = Completion(**cached[request.key]) if request.key in cached else fresh[request.key]
             answers[i] = self._generation(chunks[i], request, completion)
@@ -130,7 +130,7 @@ class LLMEngine:
     def requests_in_flight(self) -> int:
         return self._in_flight
 
-    def _send(self, requests: list[Request]) -> list[Completion]:
+    def _complete_counting(self, requests: list[Request]) -> list[Completion]:
         """`_complete`, counting the requests in flight (answers arrive on the backend's threads)."""
         answered = 0
 
