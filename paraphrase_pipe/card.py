@@ -1,7 +1,7 @@
 """The data card: `OUT/README.md` in Hugging Face dataset-card format, rendered from `data_cards/template.md`.
 
 Everything on it is read back from the output itself (manifest + shards), so `paraphrase-pipe card OUT` can
-regenerate it at any time: YAML front matter with `configs:` (so `datasets.load_dataset(OUT)` works) and the
+regenerate it at any time (`card_command.py`): YAML front matter with `configs:` (so `datasets.load_dataset(OUT)` works) and the
 license inherited from the source, then source, tokenizer, engine, counts, rejects by reason, token statistics,
 score distributions before/after filtering (+ `scores.png`), token-distribution drift (+ `drift.json`),
 throughput and the full resolved config. Shards are read one at a time, so the card never needs the whole build in memory.
@@ -12,12 +12,10 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import typer
 import yaml
 from pydantic import ValidationError
 
@@ -268,16 +266,3 @@ def write_card(out: Path, template: Path | None = None) -> Path:
     path.write_text(render(ctx, template))
     return path
 
-
-def command(
-    out: Path = typer.Argument(..., help="a build output directory"),
-    template: Optional[Path] = typer.Option(None, help="card template [default: data_cards/template.md]"),
-) -> None:
-    """(Re)generate a build's data card: OUT/README.md and OUT/scores.png."""
-    from paraphrase_pipe.cli import console, fail
-
-    try:
-        path = write_card(out, template)
-    except CardError as exc:
-        fail(str(exc))
-    console.print(f"card → {path}")

@@ -13,7 +13,7 @@ from paraphrase_pipe.stages.compose import NEEDS_PARAPHRASE, ComposeOptions, Lay
 from paraphrase_pipe.tokenizer import DEFAULT_TOKENIZER
 
 # Fields that change where or how fast a build runs, never which rows it produces.
-RUNTIME_FIELDS = frozenset({"output", "executor", "workers", "ray_address", "dask_scheduler", "progress"})
+RUNTIME_FIELDS = frozenset({"output", "executor", "workers", "ray_address", "dask_scheduler", "progress", "log_every"})
 
 
 class ConfigError(ValueError):
@@ -54,6 +54,7 @@ class BuildConfig(BaseModel):
     ray_address: str | None = None
     dask_scheduler: str | None = None
     progress: bool = True
+    log_every: float = Field(30.0, ge=0, description="seconds between progress lines in a log (no terminal, or no bar); 0: none")
 
     @field_validator("sets")
     @classmethod
@@ -103,5 +104,12 @@ def resolve_config(recipe: str | Path | None = None, **overrides: Any) -> BuildC
     try:
         return BuildConfig(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise ConfigError(f"invalid build configuration: {problems}") from None
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error as `field: message`; a check of the whole config has no field (and no "Value error, ")."""
+    message = error["msg"].removeprefix("Value error, ")
+    where = ".".join(map(str, error["loc"]))
+    return f"{where}: {message}" if where else message

@@ -38,6 +38,8 @@ class Pipeline:
     def engine_placement(self) -> str:
         return engine_class(self.config.engine).placement
 
+    _engines: list[Engine] = field(default_factory=list, init=False, repr=False, compare=False)
+
     def engine_site(self, executor: str) -> Literal["workers", "driver", "actors"]:
         """Where the engine runs — decided here for every executor:
         - `workers`: one engine inside every CPU worker, which runs whole tasks (`none`; HTTP clients on Ray/Dask);
@@ -67,7 +69,18 @@ class Pipeline:
 
     def make_engine(self) -> Engine:
         workdir = None if self.dry_run else self.config.output  # engines keep their request cache there
-        return create_engine(self.config.engine, self.config.engine_options, workdir=workdir)
+        engine = create_engine(self.config.engine, self.config.engine_options, workdir=workdir)
+        self._engines.append(engine)
+        return engine
+
+    def requests_in_flight(self) -> int | None:
+        """Requests sent and not yet answered by the engines of this process, for the progress line: the sum of
+        their optional `in_flight()`; None when none of them says (or they live in other processes)."""
+        counts = [e.in_flight() for e in self._engines if hasattr(e, "in_flight")]
+        return sum(counts) if counts else None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_engines": []}  # engines stay in the process that made them
 
     def front(self, task: Task) -> pa.Table:
         rows = chunk_documents(read_task(task, self.config), self.config)
@@ -88,10 +101,11 @@ class Pipeline:
         return submit_paraphrase(rows, engine)
 
     def back(self, rows: pa.Table, generation: dict) -> list[dict]:
-        if self.config.engine != "none":  # the gates compare a paraphrase with its source; `none` makes no paraphrase
-            rows = filter_rows(rows, self.config.filter_options, load_tokenizer(self.config.tokenizer))
-        rows = compose_rows(rows, self.config, generation)
-        return write_rows(rows, Path(self.config.output), self.config.shard_rows, dry_run=self.dry_run)
+        c, tokenizer = self.config, load_tokenizer(self.config.tokenizer)
+        if c.engine != "none":  # the gates compare a paraphrase with its source; `none` makes no paraphrase
+            rows = filter_rows(rows, c.filter_options, tokenizer)
+        rows = compose_rows(rows, generation, layout=c.layout, tokenizer=tokenizer, mix=c.mix, seed=c.seed, options=c.compose_options)
+        return write_rows(rows, Path(c.output), c.shard_rows, dry_run=self.dry_run)
 
     def run_task(self, task: Task, engine: Engine) -> list[dict]:
         return self.back(self.middle(self.front(task), engine), engine.identity())

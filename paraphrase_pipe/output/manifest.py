@@ -30,7 +30,12 @@ TOOLS = ("paraphrase-pipe", "pyarrow", "tokenizers", "transformers", "torch", "v
 
 
 class ManifestError(RuntimeError):
-    """The output directory holds something this build must not touch (message is user-facing)."""
+    """The output directory holds something this build must not touch (message is user-facing): the problem, then
+    the remedy (a caller with other options, like `sweep`, words its own)."""
+
+    def __init__(self, problem: str, remedy: str = ""):
+        super().__init__(f"{problem}; {remedy}" if remedy else problem)
+        self.problem = problem
 
 
 def tool_versions() -> dict[str, str]:
@@ -84,18 +89,16 @@ class Manifest:
             try:
                 data = json.loads(path.read_text())
             except ValueError as exc:
-                raise ManifestError(f"{path} is not valid JSON ({exc}); move it away or pass --overwrite") from None
+                raise ManifestError(f"{path} is not valid JSON ({exc})", "move it away or pass --overwrite") from None
             if data.get("config_hash") != config_hash and not overwrite:
                 changed = sorted(k for k in set(config_data) | set(data.get("config", {})) if config_data.get(k) != data.get("config", {}).get(k))
-                raise ManifestError(
-                    f"{out} holds a build with a different configuration (changed: {', '.join(changed) or '?'}); "
-                    "use another --output, or --overwrite to discard it"
-                )
+                raise ManifestError(f"{out} holds a build with a different configuration (changed: {', '.join(changed) or '?'})",
+                                    "use another --output, or --overwrite to discard it")
             if data.get("config_hash") == config_hash:
                 return cls(out, data)
             cls._wipe(out)
         elif out.exists() and any(out.iterdir()) and not overwrite and (out / ACCEPTED_DIR).exists():
-            raise ManifestError(f"{out} holds shards but no {MANIFEST}; use another --output or --overwrite")
+            raise ManifestError(f"{out} holds shards but no {MANIFEST}", "use another --output or --overwrite")
         data = {
             "schema_version": SCHEMA_VERSION,
             "status": "running",

@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from paraphrase_pipe.console import app, fail, user_errors
+
 
 def _weights(text: str | None) -> list[float] | None:
     if text is None:
@@ -33,6 +35,7 @@ def _sets(items: list[str] | None) -> dict:
     return out
 
 
+@app.command("train")
 def train(
     data: Optional[list[str]] = typer.Option(None, "--data", "-d", help="build output dir (repeatable); DIR:column picks another column"),
     weights: Optional[str] = typer.Option(None, help="sampling weights of the --data dirs, e.g. 0.7,0.3"),
@@ -64,7 +67,6 @@ def train(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="any config field: --set weight_decay=0.05 (repeatable)"),
 ) -> None:
     """Continually train a Mamba / hybrid model on build outputs (DDP / FSDP under torchrun)."""
-    from paraphrase_pipe.cli import fail, user_errors
     from paraphrase_pipe.train.config import ConfigError, load_config
     from paraphrase_pipe.train.data import DataError
     from paraphrase_pipe.train.model import ModelError

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from paraphrase_pipe.tokenizer import fingerprint, for_counting
+
 SCHEMA_VERSION = 1
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")
 
@@ -79,7 +81,7 @@ class TextTokenizer:
             eos = next((backend.token_to_id(t) for t in EOS_CANDIDATES if backend.token_to_id(t) is not None), None)
         if eos is None:
             raise DataError(f"tokenizer has no end-of-text token (looked for {', '.join(EOS_CANDIDATES)})")
-        return cls(backend, int(eos))
+        return cls(for_counting(backend), int(eos))
 
     @property
     def vocab_size(self) -> int:
@@ -87,7 +89,7 @@ class TextTokenizer:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.backend.to_str().encode()).hexdigest()[:16]
+        return fingerprint(self.backend)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]

@@ -59,3 +59,26 @@ def test_bare_build_runs_on_the_bundled_corpus(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"]["documents"] == 332 and manifest["counts"]["accepted"] > 332
     assert manifest["config"]["tokenizer"] == "builtin:gpt2" and manifest["warnings"]
+
+
+def test_no_module_imports_the_cli_and_library_modules_do_not_import_typer():
+    """Commands take their helpers from console.py and register themselves; card, plan and build are libraries."""
+    import ast
+    from pathlib import Path
+
+    import paraphrase_pipe
+
+    package = Path(paraphrase_pipe.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        imports[path.relative_to(package).as_posix()] = names
+    assert [m for m, names in imports.items() if "paraphrase_pipe.cli" in names] == []
+    for library in ("card.py", "plan.py", "build.py", "sweep.py", "config.py", "pipeline.py", "progress.py"):
+        assert not {"typer", "paraphrase_pipe.console"} & imports[library], library
+    assert "paraphrase_pipe.config" not in imports["stages/compose.py"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from .conftest import MAX_MODEL_LEN, MAX_TOKENS, VLLM_CPU, build_cmd, comparable, rows
 
@@ -10,7 +11,7 @@ def test_inprocess_build_writes_paraphrases_with_provenance(inprocess_build, tin
     manifest = json.loads((inprocess_build / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["engine"] == "vllm"
     accepted, rejected = rows(inprocess_build, "shards"), rows(inprocess_build, "rejected")
-    assert len(accepted) + len(rejected) == manifest["counts"]["chunks"] == 57
+    assert len(accepted) + len(rejected) == manifest["counts"]["chunks"] == 63
     assert accepted, "some answers must stop on their own"
     for row in accepted:
         prov = json.loads(row["provenance"])
@@ -34,6 +35,14 @@ def test_inprocess_build_writes_paraphrases_with_provenance(inprocess_build, tin
     assert run["gpus"] == 0 and run["gpu_hours"] == 0  # vLLM's CPU build holds no GPU
     assert not (inprocess_build / "cache").exists(), "the request cache is dropped once every shard is committed"
 
+
+
+def test_progress_lines_show_the_engines_requests_in_flight(inprocess_build):
+    """The job log of the reference build: progress lines every 0.5 s, with vLLM's requests in flight."""
+    lines = [line for line in (inprocess_build.parent / "build.log").read_text().splitlines() if line.startswith("progress ")]
+    in_flight = [int(m.group(1).replace(",", "")) for line in lines if (m := re.search(r"([\d,]+) requests in flight", line))]
+    assert in_flight and max(in_flight) > 0, lines
+    assert re.search(r"63 chunks|\d+/16 documents", lines[-1]), lines[-1]
 
 def test_ray_actor_pool_reproduces_the_local_rows(inprocess_build, tiny_llm_dir, recipe, tmp_path):
     out = tmp_path / "ray"
