@@ -195,8 +195,10 @@ class LLMEngine:
         return self._in_flight.now
 
     def target_in_flight(self) -> int:
-        """How many requests a feeder keeps handed in; valid once the engine is open (after the first call)."""
-        return self.options.in_flight or 2 * (self._in_flight.full_at or 256)
+        """How many requests a feeder keeps handed in: 2 x the batch the engine runs (read from the engine once it is
+        open; before that its max_num_seqs option, or vLLM's smallest default, 256)."""
+        batch = self._in_flight.full_at or getattr(self.options, "max_num_seqs", None) or 256
+        return self.options.in_flight or 2 * batch
 
     def stats(self) -> dict[str, Any]:
         """Generation-window figures of this engine (see InFlight); recorded in the manifest's run statistics."""
