@@ -39,7 +39,7 @@ import torch.nn.functional as F  # noqa: E402
 from paraphrase_pipe.train import distributed  # noqa: E402
 from paraphrase_pipe.train.config import TrainConfig  # noqa: E402
 from paraphrase_pipe.train.loop import autocast_fn, build_module, make_optimizer, train_step  # noqa: E402
-from paraphrase_pipe.train.model import CausalLMLoss  # noqa: E402
+from paraphrase_pipe.train.model import SummedCausalLMLoss  # noqa: E402
 from paraphrase_pipe.train.packing import Mixture, PackedWindows  # noqa: E402
 
 SIZES = {"130m": (768, 24), "370m": (1024, 48), "780m": (1536, 48), "tiny": (64, 2)}
@@ -157,7 +157,7 @@ def loss_agreement(d, n_layer, device, quick, batch) -> float:
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
         logits = model(gpu["input_ids"]).logits
         ref = F.cross_entropy(logits.float().view(-1, logits.size(-1)), gpu["targets"].view(-1), reduction="sum")
-        ours = CausalLMLoss(model, 4096)(gpu["input_ids"], gpu["targets"])
+        ours = SummedCausalLMLoss(model, 4096)(gpu["input_ids"], gpu["targets"])
     del model
     return float(abs(ours - ref) / ref)
 

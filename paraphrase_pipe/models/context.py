@@ -40,6 +40,16 @@ def _segment_starts(seq_idx: torch.Tensor, first_is_new: torch.Tensor) -> torch.
     return new
 
 
+def _positions_from_starts(new: torch.Tensor) -> torch.Tensor:
+    idx = torch.arange(new.shape[1], device=new.device).expand_as(new)
+    return idx - torch.cummax(torch.where(new, idx, torch.zeros_like(idx)), dim=1).values
+
+
+def document_positions(seq_idx: torch.Tensor) -> torch.Tensor:
+    """(B, L) int64 positions that restart at 0 where the document id changes (and at every row start)."""
+    return _positions_from_starts(_segment_starts(seq_idx, torch.ones_like(seq_idx[:, 0], dtype=torch.bool)))
+
+
 def build_context(
     batch: int,
     length: int,
@@ -75,9 +85,7 @@ def build_context(
     new = _segment_starts(seq_idx, first_is_new)
     seg = torch.cumsum(new.to(torch.int32), dim=1, dtype=torch.int32)
 
-    idx = torch.arange(length, device=device).expand(batch, length)
-    start = torch.cummax(torch.where(new, idx, torch.zeros_like(idx)), dim=1).values
-    positions = idx - start
+    positions = _positions_from_starts(new)
     if not fresh:
         positions = positions + torch.where(seg == 0, cache.next_pos.to(device)[:, None], 0)
 

@@ -36,6 +36,7 @@ from .block import Block
 from .cache import HybridCache
 from .configuration import HybridConfig
 from .context import build_context
+from .initialization import mark_no_weight_decay
 from .rmsnorm import make_norm
 
 
@@ -69,6 +70,12 @@ class HybridPreTrainedModel(PreTrainedModel):
             for name, p in module.named_parameters():
                 if name.endswith(("out_proj.weight", "fc2.weight")):
                     nn.init.normal_(p, std=std / math.sqrt(n_res))
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        mark_no_weight_decay(model if not isinstance(model, tuple) else model[0])  # loading replaced the parameters
+        return model
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:

@@ -65,6 +65,7 @@ def train(
 ) -> None:
     """Continually train a Mamba / hybrid model on build outputs (DDP / FSDP under torchrun)."""
     from paraphrase_pipe.cli import fail, user_errors
+    from paraphrase_pipe.train.checkpoint import CheckpointError
     from paraphrase_pipe.train.config import ConfigError, load_config
     from paraphrase_pipe.train.data import DataError
     from paraphrase_pipe.train.model import ModelError
@@ -80,7 +81,7 @@ def train(
         from paraphrase_pipe.train.loop import train as run
 
         summary = run(config)
-    except (ConfigError, DataError, ModelError, *user_errors()) as exc:
+    except (ConfigError, DataError, ModelError, CheckpointError, *user_errors()) as exc:
         fail(str(exc))
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens; final val_loss "

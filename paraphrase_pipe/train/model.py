@@ -1,7 +1,8 @@
 """The model being trained: load it by preset, local directory or hub id, and wrap it with its loss.
 
-`CausalLMLoss` is the module that DDP / FSDP wrap and torch.compile sees: backbone -> hidden states ->
-chunked linear cross-entropy (`loss.py`), with document boundaries (`seq_idx`) passed to models that take them.
+`SummedCausalLMLoss` is the module that DDP / FSDP wrap and torch.compile sees: backbone -> hidden states ->
+chunked linear cross-entropy (`loss.py`), summed over the non-masked targets (the step divides). Packed rows keep
+their documents apart the way each model family can (`boundary_mode`), or training is refused.
 """
 from __future__ import annotations
 
@@ -82,11 +83,65 @@ def blocks(model: nn.Module) -> list[nn.Module]:
     return list(max(lists, key=lambda m: sum(p.numel() for p in m.parameters())))
 
 
-def final_hidden(model: nn.Module, input_ids: torch.Tensor, seq_idx: torch.Tensor | None) -> torch.Tensor:
+def _mamba_ssm_layer(model: nn.Module) -> str | None:
+    """"Mamba1" / "Mamba2" for mamba_ssm's `MambaLMHeadModel` without attention layers, else None."""
+    cfg = getattr(model, "config", None)
+    if hasattr(model, "base_model") or not hasattr(model, "backbone") or not hasattr(cfg, "ssm_cfg"):
+        return None
+    return None if getattr(cfg, "attn_layer_idx", None) else (cfg.ssm_cfg or {}).get("layer", "Mamba1")
+
+
+@torch.no_grad()
+def _positions_separate_documents(model: nn.Module) -> bool:
+    """Probe: with restarting `position_ids`, the second document's output ignores the first one's tokens.
+    transformers builds a document-causal mask from them (`find_packed_sequence_indices`) for models that use
+    its masking utilities, with any attention implementation; older model code ignores them."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        vocab = model.get_input_embeddings().num_embeddings
+        positions = torch.tensor([[0, 1, 0, 1]], device=device)
+        outs = [model(torch.tensor([[a, a + 1, 3, 4]], device=device) % vocab, position_ids=positions,
+                      use_cache=False).logits[0, 2:] for a in (5, 11)]
+        return bool(torch.allclose(outs[0], outs[1], atol=1e-5))
+    except Exception:  # noqa: BLE001 - a model that cannot even run the probe cannot be trained packed either
+        return False
+    finally:
+        model.train(was_training)
+
+
+def boundary_mode(model: nn.Module) -> str:
+    """How `model` keeps the documents of a packed row apart: "seq_idx" (paraphrase_pipe.models, mamba_ssm
+    Mamba-2 stacks: SSM state reset, block-diagonal attention) or "position_ids" (Hugging Face attention
+    models: positions restart per document, transformers masks attention by them). Any other model would leak
+    state or attention across documents while only the loss is masked: a ModelError says so."""
+    if hasattr(model, "_context") and hasattr(model, "_embed"):  # paraphrase_pipe.models.HybridForCausalLM
+        return "seq_idx"
+    layer = _mamba_ssm_layer(model)
+    if layer == "Mamba2":
+        return "seq_idx"
+    name = type(model).__name__
+    if layer is not None or not hasattr(model, "base_model"):
+        why = f"mamba_ssm's {layer or 'attention'} layers take no seq_idx"
+    elif getattr(model, "_is_stateful", False):
+        why = "its recurrent state cannot be reset inside a row"
+    elif "position_ids" not in inspect.signature(model.forward).parameters or not _positions_separate_documents(model):
+        why = "its attention does not separate documents by restarting position_ids"
+    else:
+        return "position_ids"
+    raise ModelError(f"{name} cannot keep the documents of a packed row apart ({why}): training would leak "
+                     "state and attention across documents. Train a paraphrase_pipe.models model instead (a "
+                     "preset, or a state-spaces / transformers Mamba checkpoint, which are converted), or a "
+                     "transformers attention model")
+
+
+def final_hidden(model: nn.Module, input_ids: torch.Tensor, seq_idx: torch.Tensor | None,
+                 mode: str = "seq_idx") -> torch.Tensor:
     """Hidden states after the final norm (what the LM head reads), without computing the head.
 
     `HybridForCausalLM` (embedding -> blocks with a sequence context -> norm), mamba_ssm's `MambaLMHeadModel`
-    (`backbone(input_ids, seq_idx=...)`) and any Hugging Face causal LM (`base_model`, no document ids).
+    (`backbone(input_ids, seq_idx=...)`) and any Hugging Face causal LM (`base_model`, restarting positions).
     """
     if hasattr(model, "_context") and hasattr(model, "_embed"):  # paraphrase_pipe.models.HybridForCausalLM
         hidden = model._embed(input_ids, None)
@@ -94,7 +149,17 @@ def final_hidden(model: nn.Module, input_ids: torch.Tensor, seq_idx: torch.Tenso
         return model.backbone(hidden, ctx)[0]
     if not hasattr(model, "base_model"):  # mamba_ssm MambaLMHeadModel: mixer kwargs reach Mamba2 layers
         return model.backbone(input_ids, **({"seq_idx": seq_idx.int()} if seq_idx is not None else {}))
-    return model.base_model(input_ids)[0]
+    return model.base_model(input_ids, **_document_kwargs(seq_idx, mode))[0]
+
+
+def _document_kwargs(seq_idx: torch.Tensor | None, mode: str) -> dict:
+    if seq_idx is None:
+        return {}
+    if mode == "position_ids":
+        from paraphrase_pipe.models.context import document_positions
+
+        return {"position_ids": document_positions(seq_idx), "use_cache": False}
+    return {"seq_idx": seq_idx}
 
 
 def head_weight(model: nn.Module) -> torch.Tensor | None:
@@ -105,21 +170,20 @@ def head_weight(model: nn.Module) -> torch.Tensor | None:
     return head.weight if isinstance(head, nn.Linear) and head.bias is None and not scaled else None
 
 
-class CausalLMLoss(nn.Module):
-    """Summed next-token CE of a causal LM over non-masked targets; the module the trainer runs."""
+class SummedCausalLMLoss(nn.Module):
+    """Next-token CE of a causal LM *summed* over the non-masked targets; the module the trainer runs."""
 
     def __init__(self, model: nn.Module, loss_chunk: int = 4096, compile_loss: bool = False):
         super().__init__()
         self.model = model
         self.loss_chunk, self.compile_loss = loss_chunk, compile_loss
         self.fused = loss_chunk > 0 and head_weight(model) is not None
-        self.docs = "seq_idx" in inspect.signature(model.forward).parameters
+        self.boundaries = boundary_mode(model)
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor, seq_idx: torch.Tensor | None = None):
-        seq_idx = seq_idx if self.docs else None
         if self.fused:
-            hidden = final_hidden(self.model, input_ids, seq_idx)
+            hidden = final_hidden(self.model, input_ids, seq_idx, self.boundaries)
             return linear_cross_entropy(hidden.flatten(0, 1), head_weight(self.model), targets.flatten(),
                                         self.loss_chunk, compiled=self.compile_loss)
-        logits = self.model(input_ids, **({"seq_idx": seq_idx} if seq_idx is not None else {})).logits
+        logits = self.model(input_ids, **_document_kwargs(seq_idx, self.boundaries)).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")

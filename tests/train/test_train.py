@@ -25,14 +25,6 @@ COMMON = dict(tokenizer="builtin:gpt2", seq_len=32, micro_batch=2, precision="fp
               tensorboard=False, log_every=1, warmup_steps=2, lr=2e-3, val_sequences=8)
 
 
-@pytest.fixture(scope="module")
-def real_build(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("real") / "build"
-    subprocess.run([BIN / "paraphrase-pipe", "build", "--chunk", "128", "--tokenizer", "builtin:gpt2", "--limit",
-                    "40", "--output", str(out), "--no-progress"], check=True, env=ENV, capture_output=True)
-    return out
-
-
 def _cli(cfg: dict) -> list[str]:
     args = [str(BIN / "paraphrase-pipe"), "train"]
     for key, value in cfg.items():
