@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from paraphrase_pipe.train.loss import linear_cross_entropy
 from paraphrase_pipe.train.metrics import read_metrics
 from paraphrase_pipe.train.model import ModelError, SummedCausalLMLoss
 
-from .test_train import BIN, COMMON, ENV, ROOT, _cli, _losses
+from test_train import BIN, COMMON, ENV, ROOT, _cli, _losses
 
 SSM_NAMES = ("A_log", "D", "dt_bias")
 
@@ -64,25 +63,20 @@ def test_ssm_parameters_are_never_weight_decayed_however_the_model_was_made(ssm_
 
 
 def test_fsdp_sharding_keeps_the_no_weight_decay_flags(tmp_path):
-    script = textwrap.dedent("""
-        import torch, torch.distributed as dist
-        from paraphrase_pipe.models import PRESETS, HybridConfig, HybridForCausalLM
-        from paraphrase_pipe.train.distributed import Env, wrap
-        from paraphrase_pipe.train.loop import _param_groups
-        from paraphrase_pipe.train.model import SummedCausalLMLoss
-        dist.init_process_group("gloo", init_method="file://%s", rank=0, world_size=1)
-        m = HybridForCausalLM(HybridConfig(**{**PRESETS["mamba-tiny"], "vocab_size": 256, "n_layer": 2,
-                                              "ssm_layer": "mamba1"}))
-        module = wrap(SummedCausalLMLoss(m), Env(world=2), "fsdp", False)
+    import torch.distributed as dist
+
+    from paraphrase_pipe.train.distributed import Env, wrap
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        module = wrap(SummedCausalLMLoss(_tiny("mamba1", "mamba-tiny")), Env(world=2), "fsdp", False)
         keep = {id(p) for p in _param_groups(module, 0.1)[1]["params"]}
-        names = sorted(n for n, p in module.named_parameters() if id(p) in keep and p.ndim == 2)
-        print(type(module.model.backbone.layers[0].mixer.A_log).__name__, names)
+        a_log = module.model.backbone.layers[0].mixer.A_log
+        assert type(a_log).__name__ == "DTensor" or type(a_log.data).__name__ == "DTensor"
+        assert sorted(n for n, p in module.named_parameters() if id(p) in keep and p.ndim == 2) == [
+            "model.backbone.layers.0.mixer.A_log", "model.backbone.layers.1.mixer.A_log"]
+    finally:
         dist.destroy_process_group()
-    """ % (tmp_path / "store"))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[0] == "DTensor"
-    assert "model.backbone.layers.0.mixer.A_log" in out.stdout and "model.backbone.layers.1.mixer.A_log" in out.stdout
 
 
 def _llama():
@@ -146,7 +140,7 @@ def test_no_grad_validation_allocates_no_head_gradient_buffers():
 
 def _run(real_build, tiny_model, out, **extra) -> dict:
     cfg = {**COMMON, "data": [str(real_build)], "model": str(tiny_model), "steps": 8, "save_every": 4,
-           "eval_every": 0, "output": str(out), **extra}
+           "eval_every": 0, "val_fraction": 0.1, "output": str(out), **extra}
     return cfg
 
 
@@ -158,7 +152,8 @@ def test_damaged_checkpoint_falls_back_to_the_last_good_one_and_resumes_exactly(
     expected, weights = _losses(run), load_file(run / "final" / "model.safetensors")
     step8 = run / "checkpoints" / "step_00000008"
     meta = json.loads((step8 / "trainer.json").read_text())
-    assert set(meta["files"]) == {"model.pt", "optimizer.pt"} and meta["val_loss"] == first["val_loss"]
+    assert set(meta["files"]) == {"model.pt", "optimizer.pt"}
+    assert first["val_loss"] is not None and meta["val_loss"] == first["val_loss"]
 
     # a rerun of the finished run says what it did and reports the final validation loss, not None
     from typer.testing import CliRunner
@@ -209,9 +204,10 @@ def test_a_planted_pickle_is_refused_in_one_line(real_build, tiny_model, tmp_pat
 
     result = CliRunner().invoke(app, _cli(cfg)[1:])
     assert result.exit_code == 2, result.output
-    assert "model.pt is not a safe checkpoint" in result.output
+    message = " ".join(result.output.split("error:", 1)[1].split())  # the one error, unwrapped
+    assert message.endswith("model.pt is not a safe checkpoint (it holds Python objects, not only tensors): "
+                            "refused, nothing was loaded"), result.output
     assert "weights_only" not in result.output and "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
     assert not marker.exists()
 
 
