@@ -7,13 +7,13 @@ their documents apart the way each model family can (`boundary_mode`), or traini
 from __future__ import annotations
 
 import inspect
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from paraphrase_pipe.hub import missing_local_path, offline_hint
 from paraphrase_pipe.train.loss import IGNORE, linear_cross_entropy
 
 
@@ -27,15 +27,13 @@ def is_preset(spec: str) -> bool:
     return spec in PRESETS
 
 
-def _offline_hint() -> str:
-    return " (HF_HUB_OFFLINE=1: only local directories and presets work)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-
-
 def load_model(spec: str, vocab_size: int | None = None, overrides: dict | None = None) -> nn.Module:
     """fp32 (master) weights of: a preset (fresh, vocab sized to the tokenizer), our own or a state-spaces /
     transformers Mamba checkpoint (`paraphrase_pipe.models.build_model`), else any HF causal LM."""
     from paraphrase_pipe.models import PRESETS, build_model
 
+    if missing_local_path(spec):
+        raise ModelError(f"{spec}: no such model directory")
     overrides = dict(overrides or {})
     if spec in PRESETS and vocab_size is not None:
         overrides.setdefault("vocab_size", vocab_size)
@@ -43,11 +41,11 @@ def load_model(spec: str, vocab_size: int | None = None, overrides: dict | None 
         model = build_model(spec, **overrides)
     except ValueError as err:
         if "model_type" not in str(err):  # a model of another family: let transformers try
-            raise ModelError(f"cannot load model {spec!r}: {err}{_offline_hint()}; presets: "
+            raise ModelError(f"cannot load model {spec!r}: {err}{offline_hint()}; presets: "
                              f"{', '.join(sorted(PRESETS))}") from None
         model = _hf_model(spec, overrides)
     except (OSError, TypeError) as err:
-        raise ModelError(f"cannot load model {spec!r}: {err}{_offline_hint()}") from None
+        raise ModelError(f"cannot load model {spec!r}: {err}{offline_hint()}") from None
     if vocab_size is not None and model.get_input_embeddings().num_embeddings < vocab_size:
         raise ModelError(f"model {spec!r} has {model.get_input_embeddings().num_embeddings} embeddings, "
                          f"the tokenizer {vocab_size} ids")
@@ -62,7 +60,7 @@ def _hf_model(spec: str, overrides: dict) -> nn.Module:
     try:
         return AutoModelForCausalLM.from_pretrained(spec, dtype=torch.float32)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message
-        raise ModelError(f"cannot load model {spec!r}{_offline_hint()}: {type(exc).__name__}: {exc}") from None
+        raise ModelError(f"cannot load model {spec!r}{offline_hint()}: {type(exc).__name__}: {exc}") from None
 
 
 def tokenizer_source(spec: str) -> str | None:
