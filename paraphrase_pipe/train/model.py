@@ -33,7 +33,7 @@ def load_model(spec: str, vocab_size: int | None = None, overrides: dict | None 
     from paraphrase_pipe.models import PRESETS, build_model
 
     if missing_local_path(spec):
-        raise ModelError(f"{spec}: no such model directory")
+        raise ModelError(f"cannot load model {spec!r}: no such model directory")
     overrides = dict(overrides or {})
     if spec in PRESETS and vocab_size is not None:
         overrides.setdefault("vocab_size", vocab_size)

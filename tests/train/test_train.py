@@ -140,3 +140,17 @@ def test_bad_input_is_a_clear_error_without_traceback(real_build, tmp_path):
         result = CliRunner().invoke(app, ["train", *args])
         assert result.exit_code == 2, (args, result.output, result.exception)
         assert message in result.output, (args, result.output)
+
+
+def test_no_recipe_on_cpu_warns_and_names_the_cpu_recipe(tmp_path):
+    from typer.testing import CliRunner
+
+    from paraphrase_pipe.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope"), "--model", "x", "--steps", "1",
+                                      "--device", "cpu", "--output", str(tmp_path / "run")])
+    assert "no --recipe, so the GPU defaults apply on this CPU (seq_len 2048, bf16" in result.output, result.output
+    assert "--recipe pipelines/train-smoke.yaml" in result.output
+    result = CliRunner().invoke(app, ["train", "--recipe", str(ROOT / "pipelines" / "train-smoke.yaml"), "--data",
+                                      str(tmp_path / "nope"), "--model", "x", "--output", str(tmp_path / "run")])
+    assert "GPU defaults" not in result.output
