@@ -33,6 +33,13 @@ class SequenceContext:
         return self.cache is not None and self.cache.seen_tokens > 0
 
 
+def mask_cross_document(targets, doc_ids, ignore: int = -100):
+    """Set to `ignore`, in place, the next-token targets (..., L) that would cross a document boundary of
+    `doc_ids` (..., L + 1): target t predicts token t + 1 from token t. numpy arrays or torch tensors."""
+    targets[doc_ids[..., 1:] != doc_ids[..., :-1]] = ignore
+    return targets
+
+
 def _segment_starts(seq_idx: torch.Tensor, first_is_new: torch.Tensor) -> torch.Tensor:
     new = torch.ones_like(seq_idx, dtype=torch.bool)
     new[:, 1:] = seq_idx[:, 1:] != seq_idx[:, :-1]

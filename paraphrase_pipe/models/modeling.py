@@ -35,7 +35,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .block import Block
 from .cache import HybridCache
 from .configuration import HybridConfig
-from .context import build_context
+from .context import build_context, mask_cross_document
 from .initialization import mark_no_weight_decay
 from .rmsnorm import make_norm
 
@@ -187,7 +187,7 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
         """Next-token cross-entropy (fp32), ignoring -100 and predictions across a document boundary."""
         target = labels[:, 1:].clone()
         if seq_idx is not None:
-            target[seq_idx[:, 1:] != seq_idx[:, :-1]] = -100
+            mask_cross_document(target, seq_idx)
         return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
                                ignore_index=-100)
 

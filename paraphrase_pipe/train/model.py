@@ -74,11 +74,10 @@ def tokenizer_source(spec: str) -> str | None:
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
-    """The repeated layers (the largest ModuleList): units of activation checkpointing, FSDP and compile."""
-    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m)]
-    if not lists:
-        return []
-    return list(max(lists, key=lambda m: sum(p.numel() for p in m.parameters())))
+    """The repeated layers (`models.blocks.block_list`), [] for a model without any."""
+    from paraphrase_pipe.models.blocks import block_list
+
+    return list(block_list(model) or [])
 
 
 def _mamba_ssm_layer(model: nn.Module) -> str | None:
