@@ -6,7 +6,8 @@ the cache" and a fresh forward starts at 1. The SSM mixers reset their state whe
 may only look at keys of the same segment. Positions restart at 0 in each document.
 
 Without `seq_idx` and without a cache, `seg` and `attn_mask` are None: one document per row, plain causal
-attention (the fast paths).
+attention (the fast paths). Packed rows without a cache on CUDA get a FlexAttention `block_mask` instead of the
+dense `attn_mask` (`kernels.use_flex_attention`): same function, no (B, L, L) mask, sparse kernels.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .cache import HybridCache
+from .kernels import use_flex_attention
 
 
 @dataclass
@@ -23,6 +25,7 @@ class SequenceContext:
     positions: torch.Tensor  # (B, L) int64 RoPE position inside the document
     seg: torch.Tensor | None = None  # (B, L) int32 segment ids (0 = continues the cache)
     attn_mask: torch.Tensor | None = None  # (B, 1, L, T + L) bool, True = may attend; None = causal
+    block_mask: object | None = None  # FlexAttention BlockMask (document-causal), used instead of attn_mask
     cache: HybridCache | None = None
     kernels: str = "auto"
     skip_branches: frozenset = frozenset()
@@ -55,6 +58,17 @@ def _positions_from_starts(new: torch.Tensor) -> torch.Tensor:
 def document_positions(seq_idx: torch.Tensor) -> torch.Tensor:
     """(B, L) int64 positions that restart at 0 where the document id changes (and at every row start)."""
     return _positions_from_starts(_segment_starts(seq_idx, torch.ones_like(seq_idx[:, 0], dtype=torch.bool)))
+
+
+def document_block_mask(seg: torch.Tensor):
+    """FlexAttention block mask of (B, L) segment ids: a query sees the keys of its own segment, causally."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def document_causal(b, h, q, k):
+        return (seg[b, q] == seg[b, k]) & (k <= q)
+
+    batch, length = seg.shape
+    return create_block_mask(document_causal, batch, None, length, length, device=seg.device)
 
 
 def build_context(
@@ -97,6 +111,9 @@ def build_context(
         positions = positions + torch.where(seg == 0, cache.next_pos.to(device)[:, None], 0)
 
     global_seg = base[:, None] + seg
+    if cache is None and use_flex_attention(device, kernels):
+        return SequenceContext(positions=positions, seg=seg, block_mask=document_block_mask(seg), kernels=kernels,
+                               skip_branches=frozenset(skip_branches))
     past = 0 if fresh else cache.seen_tokens
     key_segs = global_seg if fresh else torch.cat([cache.key_segs.to(device), global_seg], dim=1)
     same = key_segs[:, None, :] == global_seg[:, :, None]  # (B, L, T+L)

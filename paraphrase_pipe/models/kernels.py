@@ -31,6 +31,7 @@ from .selective_scan import selective_scan as _scan_torch
 from .ssd import ssd_scan as _ssd_torch
 
 ENV_VAR = "PARAPHRASE_PIPE_KERNELS"
+ATTENTION_ENV_VAR = "PARAPHRASE_PIPE_ATTENTION"
 log = logging.getLogger(__name__)
 _logged: set = set()
 _paths: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kernel_paths", default=None)
@@ -122,6 +123,19 @@ def use_cuda(x: torch.Tensor, mode: str, op: str = "mamba_chunk_scan_combined") 
         raise RuntimeError(f"kernels='cuda' but mamba_ssm's {op} is not available; build mamba-ssm "
                            "(benchmarks/gpu_setup.sh, README) or use kernels='auto'")
     return available
+
+
+def use_flex_attention(device: torch.device, mode: str = "auto") -> bool:
+    """Packed rows: FlexAttention with a document-causal block mask (sparse, flash-style kernels) instead of a
+    dense boolean mask for SDPA. On CUDA by default; `PARAPHRASE_PIPE_ATTENTION=flex | dense` overrides. Not on
+    CPU by default: in torch 2.13 CPU FlexAttention has no backward, its eager forward is ~12x slower than dense
+    SDPA at 1,024 tokens and compiling it costs 12-23 s (measured, benchmarks/README.md)."""
+    choice = os.environ.get(ATTENTION_ENV_VAR, "").strip().lower() or "auto"
+    if choice not in ("auto", "flex", "dense"):
+        raise ValueError(f"{ATTENTION_ENV_VAR} must be auto, flex or dense, got {choice!r}")
+    if choice != "auto":
+        return choice == "flex"
+    return device.type == "cuda" and resolve_mode(mode) != "torch"
 
 
 def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="auto"):
