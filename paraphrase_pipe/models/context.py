@@ -21,15 +21,24 @@ from .kernels import use_flex_attention
 
 
 @dataclass
+class AnalysisHooks:
+    """What the analyses add to a forward, none of which the computation itself needs."""
+
+    skip_branches: frozenset = frozenset()  # "<layer>.ssm" | "<layer>.attn": the branch contributes zeros
+    record: dict | None = None  # forward_hidden() collects per-block outputs here
+
+
+@dataclass
 class SequenceContext:
+    """What every layer's forward needs: positions, segments, the attention mask, the cache, the kernel mode."""
+
     positions: torch.Tensor  # (B, L) int64 RoPE position inside the document
     seg: torch.Tensor | None = None  # (B, L) int32 segment ids (0 = continues the cache)
     attn_mask: torch.Tensor | None = None  # (B, 1, L, T + L) bool, True = may attend; None = causal
     block_mask: object | None = None  # FlexAttention BlockMask (document-causal), used instead of attn_mask
     cache: HybridCache | None = None
     kernels: str = "auto"
-    skip_branches: frozenset = frozenset()
-    record: dict | None = field(default=None)  # forward_hidden() collects per-block outputs here
+    hooks: AnalysisHooks = field(default_factory=AnalysisHooks)
 
     def continues_cache(self) -> bool:
         """True if some row carries state over from the cache (SSM mixers then need their pure-torch path)."""
@@ -78,14 +87,15 @@ def build_context(
     seq_idx: torch.Tensor | None = None,
     cache: HybridCache | None = None,
     kernels: str = "auto",
-    skip_branches=(),
+    hooks: AnalysisHooks | None = None,
 ) -> SequenceContext:
     """Derive segments, positions and the attention mask from `seq_idx` and the cache."""
+    hooks = hooks if hooks is not None else AnalysisHooks()
     fresh = cache is None or cache.seen_tokens == 0
     given = seq_idx
     if seq_idx is None and fresh:
         positions = torch.arange(length, device=device).expand(batch, length)
-        ctx = SequenceContext(positions=positions, cache=cache, kernels=kernels, skip_branches=frozenset(skip_branches))
+        ctx = SequenceContext(positions=positions, cache=cache, kernels=kernels, hooks=hooks)
         if cache is not None:  # generate's prefill: keep the bookkeeping of a one-document prompt
             cache.advance(torch.ones(batch, length, dtype=torch.int32, device=device), positions, None)
         return ctx
@@ -113,7 +123,7 @@ def build_context(
     global_seg = base[:, None] + seg
     if cache is None and use_flex_attention(device, kernels):
         return SequenceContext(positions=positions, seg=seg, block_mask=document_block_mask(seg), kernels=kernels,
-                               skip_branches=frozenset(skip_branches))
+                               hooks=hooks)
     past = 0 if fresh else cache.seen_tokens
     key_segs = global_seg if fresh else torch.cat([cache.key_segs.to(device), global_seg], dim=1)
     same = key_segs[:, None, :] == global_seg[:, :, None]  # (B, L, T+L)
@@ -122,4 +132,4 @@ def build_context(
     if cache is not None:
         cache.advance(global_seg, positions, given)
     return SequenceContext(positions=positions, seg=seg, attn_mask=attn_mask, cache=cache, kernels=kernels,
-                           skip_branches=frozenset(skip_branches))
+                           hooks=hooks)

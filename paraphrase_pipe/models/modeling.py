@@ -35,7 +35,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .block import Block
 from .cache import HybridCache
 from .configuration import HybridConfig
-from .context import build_context, mask_cross_document
+from .context import AnalysisHooks, build_context, mask_cross_document
 from .initialization import mark_no_weight_decay
 from .rmsnorm import make_norm
 
@@ -101,8 +101,8 @@ class HybridModel(nn.Module):
         for i, layer in enumerate(self.layers):
             if i not in skip:
                 hidden = layer(hidden, ctx=ctx)
-            elif ctx.record is not None:
-                ctx.record["mixer_outputs"].append(None)
+            elif ctx.hooks.record is not None:
+                ctx.hooks.record["mixer_outputs"].append(None)
             states.append(hidden)
         out = self.norm_f(hidden.to(self.norm_f.weight.dtype))
         return out, states
@@ -137,7 +137,7 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
 
     def _context(self, batch, length, device, seq_idx, cache):
         return build_context(batch, length, device, seq_idx=seq_idx, cache=cache, kernels=self.config.kernels,
-                             skip_branches=self.config.skip_branches)
+                             hooks=AnalysisHooks(frozenset(self.config.skip_branches)))
 
     def _embed(self, input_ids, inputs_embeds):
         if (input_ids is None) == (inputs_embeds is None):
@@ -205,9 +205,9 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
         ({layer: {"ssm": s, "attn": a}} for parallel blocks) and `last_hidden_state` (after the final norm)."""
         hidden = self._embed(input_ids, None)
         ctx = self._context(hidden.shape[0], hidden.shape[1], hidden.device, seq_idx, None)
-        ctx.record = {"mixer_outputs": [], "branch_outputs": {}}
+        ctx.hooks.record = {"mixer_outputs": [], "branch_outputs": {}}
         last, states = self.backbone(hidden, ctx)
-        return {"hidden_states": states, "last_hidden_state": last, **ctx.record}
+        return {"hidden_states": states, "last_hidden_state": last, **ctx.hooks.record}
 
     @contextmanager
     def ablate(self, layers=(), branches=()):
