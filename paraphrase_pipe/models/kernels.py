@@ -10,7 +10,9 @@ Mamba models to the kernels and crash (ENVIRONMENT.md), and it needs triton. Eac
 What runs where (CUDA path):
 - Mamba-2 scan: `mamba_chunk_scan_combined` (Triton), document resets via `seq_idx`;
 - Mamba-1 scan: `selective_scan_fn`; that kernel cannot reset its state inside a row, so packed batches with
-  `seq_idx` run the pure scan — a Python loop over time, ~1,500x slower per token — with one warning that says so;
+  `seq_idx` run the pure scan — a Python loop over time, ~1,500x slower per token — with one warning that says so,
+  or, with PARAPHRASE_PIPE_MAMBA1_PACKED=triton, the document-resetting Triton kernel of
+  `selective_scan_triton.py` (opt-in until its GPU check has run);
 - convolution: `causal_conv1d_fn` when causal_conv1d is installed (with `seq_idx`), else the pure conv;
 - decoding steps and forwards that continue a cached state run the pure functions (same math).
 """
@@ -32,6 +34,7 @@ from .ssd import ssd_scan as _ssd_torch
 
 ENV_VAR = "PARAPHRASE_PIPE_KERNELS"
 ATTENTION_ENV_VAR = "PARAPHRASE_PIPE_ATTENTION"
+MAMBA1_PACKED_ENV_VAR = "PARAPHRASE_PIPE_MAMBA1_PACKED"  # "triton": the document-resetting Triton scan (opt-in)
 log = logging.getLogger(__name__)
 _logged: set = set()
 _paths: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kernel_paths", default=None)
@@ -140,6 +143,12 @@ def use_flex_attention(device: torch.device, mode: str = "auto") -> bool:
 
 def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="auto"):
     """Mamba-1 scan; tensors (B, L, ·) as in `selective_scan.selective_scan`. Returns (y, final state)."""
+    if (seg is not None and state is None and x.is_cuda and resolve_mode(mode) != "torch"
+            and os.environ.get(MAMBA1_PACKED_ENV_VAR, "").lower() == "triton"):
+        _once("scan1-triton", "Mamba-1 scan, packed rows: document-resetting Triton kernel (%s=triton)",
+              MAMBA1_PACKED_ENV_VAR)
+        _ran("scan1", "triton")
+        return _selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg)
     if use_cuda(x, mode, "selective_scan_fn"):
         if seg is None and state is None:
             _once("scan1-cuda", "Mamba-1 scan: mamba_ssm selective_scan_fn (CUDA)")
@@ -150,7 +159,8 @@ def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="au
                   "reset its state at document boundaries, so every Mamba-1 layer runs the pure PyTorch scan, a "
                   "Python loop over time that materialises (batch, length, d_inner, d_state) fp32 tensors: %s "
                   "slower per token than the kernel (measured on an H100, benchmarks/README.md). Train Mamba-1 "
-                  "on unpacked rows or use a Mamba-2 model until a document-resetting kernel exists",
+                  "on unpacked rows, use a Mamba-2 model, or try the document-resetting Triton kernel "
+                  "(PARAPHRASE_PIPE_MAMBA1_PACKED=triton; GPU check: benchmarks/mamba1_packed_check.py)",
                   MAMBA1_PURE_SLOWDOWN, level=logging.WARNING)
     elif x.is_cuda and resolve_mode(mode) != "torch":
         _once("scan1-nokernel", "Mamba-1 on CUDA without mamba_ssm's compiled selective_scan_fn: every Mamba-1 "
@@ -196,6 +206,13 @@ def _selective_scan_cuda(x, dt, A, B, C, D, z, dt_bias):
         delta_softplus=True, return_last_state=True,
     )
     return y.transpose(1, 2), last
+
+
+@torch.compiler.disable
+def _selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg):
+    from .selective_scan_triton import selective_scan_triton
+
+    return selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg)
 
 
 @torch.compiler.disable
