@@ -169,11 +169,12 @@ def _geometry(D: int, N: int):
 
 class _SelectiveScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, seg):
+    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, seg, chunk):
         b, L, d = x.shape
         n = A.shape[1]
         block_d, block_n, n_dblocks = _geometry(d, n)
-        n_chunks = triton.cdiv(L, CHUNK)
+        n_chunks = triton.cdiv(L, chunk)
+        ctx.chunk = chunk
         f32 = dict(device=x.device, dtype=torch.float32)
         args = [t.contiguous() for t in (x, dt, z, B, C)] + [seg.to(torch.int32).contiguous(),
                                                               A.float().contiguous(), D.float().contiguous(),
@@ -182,7 +183,7 @@ class _SelectiveScan(torch.autograd.Function):
         ckpt = torch.empty(b, n_chunks, d, n, **f32)
         last = torch.empty(b, d, n, **f32)
         _fwd_kernel[(b, n_dblocks)](*args, out, ckpt, last, L, d, n, n_chunks, BLOCK_D=block_d, BLOCK_N=block_n,
-                                    K=CHUNK)
+                                    K=chunk)
         ctx.save_for_backward(*args, ckpt)
         ctx.mark_non_differentiable(last)
         ctx.dtypes = (x.dtype, dt.dtype, A.dtype, B.dtype, C.dtype, D.dtype, z.dtype, dt_bias.dtype)
@@ -200,19 +201,19 @@ class _SelectiveScan(torch.autograd.Function):
         db, dc = (torch.empty(b, n_dblocks, L, n, **f32) for _ in range(2))
         da = torch.empty(b, d, n, **f32)
         dd = torch.empty(b, d, **f32)
-        scratch = torch.empty(b * n_dblocks * (CHUNK + 1) * block_d * block_n, **f32)
+        scratch = torch.empty(b * n_dblocks * (ctx.chunk + 1) * block_d * block_n, **f32)
         _bwd_kernel[(b, n_dblocks)](x, dt, z, B, C, seg, A, D, bias, ckpt, dout.contiguous(), dx, ddt, dz, db, dc,
                                     da, dd, scratch, L, d, n, n_chunks, n_dblocks, BLOCK_D=block_d,
-                                    BLOCK_N=block_n, K=CHUNK)
+                                    BLOCK_N=block_n, K=ctx.chunk)
         tx, tdt, ta, tb, tc, td, tz, tbias = ctx.dtypes
         return (dx.to(tx), ddt.to(tdt), da.sum(0).to(ta), db.sum(1).to(tb), dc.sum(1).to(tc), dd.sum(0).to(td),
-                dz.to(tz), ddt.sum((0, 1)).to(tbias), None)
+                dz.to(tz), ddt.sum((0, 1)).to(tbias), None, None)
 
 
-def selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg=None):
+def selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg=None, chunk: int = CHUNK):
     """Mamba-1 scan with document resets; tensors as in `selective_scan.selective_scan` (B, L, ·), all of D, z,
     dt_bias given (as the mixer passes them). Returns (y in x's dtype, final state (B, D, N) fp32, no gradient:
-    training does not carry state across steps)."""
+    training does not carry state across steps). `chunk`: steps between state checkpoints (memory vs recompute)."""
     if seg is None:
         seg = torch.zeros(x.shape[:2], dtype=torch.int32, device=x.device)
-    return _SelectiveScan.apply(x, dt, A, B, C, D, z, dt_bias, seg)
+    return _SelectiveScan.apply(x, dt, A, B, C, D, z, dt_bias, seg, chunk)
