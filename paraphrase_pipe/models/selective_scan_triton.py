@@ -33,11 +33,8 @@ def _softplus(x):
 
 
 @triton.jit
-def _fwd_kernel(x_ptr, dt_ptr, z_ptr, b_ptr, c_ptr, seg_ptr, a_ptr, d_ptr, bias_ptr, out_ptr, ckpt_ptr, last_ptr,
-                L, D, N, n_chunks,
-                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, K: tl.constexpr):
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
+def _channel_block(pid_d, a_ptr, d_ptr, bias_ptr, D, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Offsets, masks and the per-channel parameters (A, D, dt_bias) of this program's block of channels."""
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     md = offs_d < D
@@ -46,6 +43,16 @@ def _fwd_kernel(x_ptr, dt_ptr, z_ptr, b_ptr, c_ptr, seg_ptr, a_ptr, d_ptr, bias_
     A = tl.load(a_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mdn, other=0.0).to(tl.float32)
     Dv = tl.load(d_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    return offs_d, offs_n, md, mn, mdn, A, Dv, bias
+
+
+@triton.jit
+def _fwd_kernel(x_ptr, dt_ptr, z_ptr, b_ptr, c_ptr, seg_ptr, a_ptr, d_ptr, bias_ptr, out_ptr, ckpt_ptr, last_ptr,
+                L, D, N, n_chunks,
+                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, K: tl.constexpr):
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    offs_d, offs_n, md, mn, mdn, A, Dv, bias = _channel_block(pid_d, a_ptr, d_ptr, bias_ptr, D, N, BLOCK_D, BLOCK_N)
     h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     row = pid_b * L
     for t in range(0, L):
@@ -77,14 +84,7 @@ def _bwd_kernel(x_ptr, dt_ptr, z_ptr, b_ptr, c_ptr, seg_ptr, a_ptr, d_ptr, bias_
                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, K: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    md = offs_d < D
-    mn = offs_n < N
-    mdn = md[:, None] & mn[None, :]
-    A = tl.load(a_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mdn, other=0.0).to(tl.float32)
-    Dv = tl.load(d_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    offs_d, offs_n, md, mn, mdn, A, Dv, bias = _channel_block(pid_d, a_ptr, d_ptr, bias_ptr, D, N, BLOCK_D, BLOCK_N)
     row = pid_b * L
     # this program's scratch: K + 1 states (slot 0 = the state before the chunk), (BLOCK_D, BLOCK_N) each
     scratch = scratch_ptr + (pid_b * n_dblocks + pid_d) * (K + 1) * BLOCK_D * BLOCK_N
