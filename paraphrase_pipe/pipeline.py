@@ -1,13 +1,12 @@
 """The build as three steps over Arrow tables, so any executor can place them:
 
-  front(task)  read -> chunk -> drop already-committed ids        (CPU, runs where the data is)
+  front(task)  read -> chunk -> drop rows a resumed range holds    (CPU, runs where the data is)
   middle(rows) paraphrase with the engine                         (worker or GPU actor, per engine placement)
   back(rows)   filter -> compose -> commit shards, return metadata (CPU)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +15,8 @@ import pyarrow.compute as pc
 from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.engines import Engine, create_engine, engine_class
 from paraphrase_pipe.output.shards import write_rows
-from paraphrase_pipe.schema import row_key
+from paraphrase_pipe.output.ranges import range_id
+from paraphrase_pipe.schema import RANGE_COLUMN, RANGE_ROWS_COLUMN, row_key
 from paraphrase_pipe.sources import Task, read_task
 from paraphrase_pipe.stages.chunk import chunk_documents
 from paraphrase_pipe.stages.compose import compose_rows
@@ -28,7 +28,6 @@ from paraphrase_pipe.tokenizer import load_tokenizer
 @dataclass
 class Pipeline:
     config: BuildConfig
-    committed: frozenset[str] = field(default_factory=frozenset)
     dry_run: bool = False
 
     @property
@@ -40,15 +39,14 @@ class Pipeline:
         return create_engine(self.config.engine, self.config.engine_options, workdir=workdir)
 
     def front(self, task: Task) -> pa.Table:
+        """The task's rows, tagged with their input range and how many rows it yields, so the driver knows when the
+        range is complete (the tags never reach a shard)."""
         rows = chunk_documents(read_task(task, self.config), self.config)
-        if self.committed:
-            rows = rows.filter(pc.invert(pc.is_in(row_key(rows), self._committed_ids)))
-        return rows
-
-    @cached_property
-    def _committed_ids(self) -> pa.Array:
-        """Built once per process, not per task: on a resume the committed set can hold millions of ids."""
-        return pa.array(list(self.committed), pa.string())
+        if task.skip:
+            rows = rows.filter(pc.invert(pc.is_in(row_key(rows), pa.array(list(task.skip), pa.string()))))
+        n = len(rows)
+        return rows.append_column(RANGE_COLUMN, pa.array([range_id(*task.range)] * n, pa.string())).append_column(
+            RANGE_ROWS_COLUMN, pa.array([n] * n, pa.int64()))
 
     def middle(self, rows: pa.Table, engine: Engine) -> pa.Table:
         return paraphrase_rows(rows, engine)
