@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ class SourceError(ValueError):
 class SourceFile:
     path: str  # absolute
     name: str  # relative to the input root: part of every doc_id
-    format: str  # jsonl | parquet | hf_dataset
+    format: str  # jsonl | parquet | hf_dataset | unreadable (a directory that cannot be listed: dead-lettered)
 
 
 def _format(path: Path) -> str | None:
@@ -37,12 +38,22 @@ def _is_hf_dataset_dir(path: Path) -> bool:
 def _walk(root: Path) -> list[SourceFile]:
     if _is_hf_dataset_dir(root):
         return [SourceFile(str(root), root.name, "hf_dataset")]
-    found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        fmt = _format(path)
-        if fmt:
-            found.append(SourceFile(str(path), str(path.relative_to(root)), fmt))
-    return found
+    found, unreadable = [], []
+
+    def note(error: OSError) -> None:  # os.walk skips what it cannot list; the build must account for it
+        if error.filename and Path(error.filename) != root:
+            unreadable.append(Path(error.filename))
+        else:
+            raise SourceError(f"cannot list input directory {root}: {error.strerror}")
+
+    for directory, _, names in os.walk(root, onerror=note, followlinks=True):
+        for name in names:
+            path = Path(directory) / name
+            fmt = _format(path)
+            if fmt and path.is_file():
+                found.append(SourceFile(str(path), str(path.relative_to(root)), fmt))
+    found += [SourceFile(str(p), str(p.relative_to(root)) + "/", "unreadable") for p in unreadable]
+    return sorted(found, key=lambda f: f.name)
 
 
 def discover(inputs: list[str]) -> list[SourceFile]:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import pyarrow as pa
 
+
 from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.schema import DOCUMENT_SCHEMA
 from paraphrase_pipe.sources import jsonl, tabular
@@ -41,7 +42,13 @@ class Task:
                    frozenset(data.get("skip", ())))
 
 
+# Failures of a whole input file (or of the rest of it): a file-level dead-letter row, never a stopped build.
+READ_ERRORS = (OSError, pa.ArrowException, ValueError, RecursionError)
+
+
 def count_records(file: SourceFile) -> int:
+    if file.format == "unreadable":
+        return 0
     if file.format == "jsonl":
         return jsonl.count_lines(file.path)[0]
     if file.format == "parquet":
@@ -56,7 +63,11 @@ def plan_tasks(files: list[SourceFile], config: BuildConfig) -> list[Task]:
     tasks: list[Task] = []
     remaining = config.limit
     for file in files:
-        n = count_records(file)
+        try:
+            n = count_records(file)
+        except READ_ERRORS:
+            tasks.append(Task(file))  # reading it reports why, as a dead-letter row
+            continue
         if remaining is not None:
             n, cut = min(n, remaining), n > remaining
             remaining -= n
@@ -77,15 +88,22 @@ def read_task(task: Task, config: BuildConfig) -> pa.Table:
     """The task's documents (and dead-letter rows for its bad records) as a DOCUMENT_SCHEMA table."""
     policy = RecordPolicy(config.sets, config.sample_fraction, config.max_doc_chars, config.seed)
     file, rows = task.file, []
-    if file.format == "jsonl":
-        try:
+    try:
+        if file.format == "unreadable":
+            raise PermissionError(file.path)
+        if file.format == "jsonl":
             for index, line in jsonl.iter_lines(file.path, task.start, task.stop):
                 rows.append(from_line(file.name, index, line, policy))
-        except jsonl.TruncatedInput as exc:
-            if task.last:
-                rows.append(reject(file.name, -1, "truncated_input", str(exc), None))
-    else:
-        iterate = tabular.iter_parquet if file.format == "parquet" else tabular.iter_hf_dataset
-        for index, record in iterate(file.path, task.start, task.stop):
-            rows.append(from_mapping(file.name, index, record, tabular.raw_bytes(record), policy))
+        else:
+            iterate = tabular.iter_parquet if file.format == "parquet" else tabular.iter_hf_dataset
+            for index, record in iterate(file.path, task.start, task.stop):
+                rows.append(from_mapping(file.name, index, record, tabular.raw_bytes(record), policy))
+    except jsonl.TruncatedInput as exc:
+        if task.last:  # the cut and the bytes of its incomplete line (replayable), at the index of that line
+            rows.append(reject(file.name, exc.index, "truncated_input", str(exc), exc.tail or None))
+    except READ_ERRORS as exc:
+        index = rows[-1]["record_index"] + 1 if rows else task.start
+        what = "directory" if file.format == "unreadable" else "file"
+        rows.append(reject(file.name, index, "unreadable_input",
+                           f"{what} {file.path} unreadable from record {index}: {type(exc).__name__}: {exc}", None))
     return pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
