@@ -1,6 +1,6 @@
 """The build as three steps over Arrow tables, so any executor can place them:
 
-  front(task)  read -> chunk -> drop rows a resumed range holds    (CPU, runs where the data is)
+  front(task)  read -> chunk -> tag rows with their input range     (CPU, runs where the data is)
   middle(rows) paraphrase with the engine                         (worker or GPU actor, per engine placement)
   back(rows)   filter -> compose -> commit shards, return metadata (CPU)
 """
@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.engines import Engine, create_engine, engine_class
 from paraphrase_pipe.output.shards import write_rows
 from paraphrase_pipe.output.ranges import range_id
-from paraphrase_pipe.schema import RANGE_COLUMN, RANGE_ROWS_COLUMN, row_key
+from paraphrase_pipe.schema import RANGE_COLUMN, RANGE_ROWS_COLUMN
 from paraphrase_pipe.sources import Task, read_task
 from paraphrase_pipe.stages.chunk import chunk_documents
 from paraphrase_pipe.stages.compose import compose_rows
@@ -40,10 +39,10 @@ class Pipeline:
 
     def front(self, task: Task) -> pa.Table:
         """The task's rows, tagged with their input range and how many rows it yields, so the driver knows when the
-        range is complete (the tags never reach a shard)."""
+        range is complete (the tags never reach a shard). A resumed range yields all its rows again: they split
+        into the same shards, and the driver takes the ones already recorded as no-ops, so a resumed build's shards
+        are byte for byte those of an uninterrupted one."""
         rows = chunk_documents(read_task(task, self.config), self.config)
-        if task.skip:
-            rows = rows.filter(pc.invert(pc.is_in(row_key(rows), pa.array(list(task.skip), pa.string()))))
         n = len(rows)
         return rows.append_column(RANGE_COLUMN, pa.array([range_id(*task.range)] * n, pa.string())).append_column(
             RANGE_ROWS_COLUMN, pa.array([n] * n, pa.int64()))

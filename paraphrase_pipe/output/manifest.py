@@ -13,13 +13,11 @@ import json
 import os
 import platform
 import time
-from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from paraphrase_pipe.output.counts import add_entry, count_entries
 from paraphrase_pipe.output.errors import ManifestError, full_disk
@@ -72,7 +70,6 @@ class BuildManifest:
         self.completed = CompletedRanges(data.setdefault("completed_ranges", []))
         self._listed = {s["path"] for s in data["shards"] + data["rejected"]}
         self._open_keys: dict[str, set[str]] = {}  # keys recorded per range not yet complete
-        self._progress: Counter = Counter()  # rows recorded this run per range
         self._saved_at = 0.0
         self._replay_journal()
         data["counts"] = count_entries(data)
@@ -217,31 +214,28 @@ class BuildManifest:
         return removed
 
     # ---- recording -------------------------------------------------------------------------------------------
-    def expect(self, rid: str, keys: frozenset[str]) -> None:
-        """Keys a partly committed range already holds (a resume): reports of them are duplicates."""
-        self._open_keys[rid] = set(keys)
+    def expect(self, rid: str, keys: set[str]) -> None:
+        """Keys a partly committed range already holds (a resume): reports of them are duplicates, and they count
+        towards the range's completion."""
+        self._open_keys[rid] = keys
 
     def record(self, meta: dict) -> dict | None:
         """Add a committed shard; None when it adds nothing. A second report of a recorded shard (a retried task, a
-        straggler) is a no-op; rows already recorded in other shards are rewritten out of it first."""
+        straggler, a resumed range) is a no-op; rows already recorded in other shards are rewritten out of it first.
+        A range is complete once the keys recorded for it reach the number of rows it yields."""
         keys: dict[str, list[str]] = meta.pop("keys")
         totals: dict[str, int] = meta.pop("range_rows", {})
         if meta["path"] in self._listed:
+            completes = self._progress(keys, totals)
+            if completes:
+                self.journal.append({"completes": completes})
             return None
         duplicate = {k for rid, ks in keys.items() for k in self._duplicates(rid, ks)}
         if duplicate:
             return self._record_without(meta, keys, totals, duplicate)
         entry = {k: meta[k] for k in ENTRY_FIELDS if k in meta}
         entry["ranges"] = [[*parse_range(rid), len(ks)] for rid, ks in sorted(keys.items()) if rid != "null"]
-        completes = []
-        for rid, ks in keys.items():
-            self._open_keys.setdefault(rid, set()).update(ks)
-            self._progress[rid] += len(ks)
-            if rid != "null" and self._progress[rid] >= totals.get(rid, float("inf")):
-                rng = parse_range(rid)
-                self.completed.add(rng)
-                completes.append(list(rng))
-                del self._open_keys[rid]
+        completes = self._progress(keys, totals)
         listing = LISTINGS[meta["kind"]]
         self.journal.append({**entry, "list": listing, **({"completes": completes} if completes else {})})
         self.data[listing].append(entry)
@@ -251,11 +245,26 @@ class BuildManifest:
             self.save()
         return entry
 
+    def _progress(self, keys: dict[str, list[str]], totals: dict[str, int]) -> list[list]:
+        """Note the keys as recorded; return the ranges they complete."""
+        completes = []
+        for rid, ks in keys.items():
+            if rid != "null" and self.completed.covers(parse_range(rid)):
+                continue
+            seen = self._open_keys.setdefault(rid, set())
+            seen.update(ks)
+            if rid != "null" and len(seen) >= totals.get(rid, float("inf")):
+                rng = parse_range(rid)
+                self.completed.add(rng)
+                completes.append(list(rng))
+                del self._open_keys[rid]
+        return completes
+
     def _duplicates(self, rid: str, keys: list[str]) -> list[str]:
         if rid != "null" and self.completed.covers(parse_range(rid)):
             return keys  # the range is complete: a late attempt of it adds nothing
         seen = self._open_keys.get(rid)
-        return [k for k in keys if k in seen] if seen else []
+        return [k for k in keys if k in seen] if seen else []  # "null": rows without a range, checked within this run
 
     def _record_without(self, meta: dict, keys: dict[str, list[str]], totals: dict[str, int], duplicate: set[str]) -> dict | None:
         """The reported shard minus rows already recorded, committed under its own (new) name; the reported file,

@@ -3,8 +3,9 @@
 - The task plan (which record ranges of which files) is made once and kept in `OUT/_tasks.json` with each input
   file's size and mtime: a resume does not count the input again while the files are unchanged.
 - Ranges the manifest marks complete are dropped without being read.
-- Only ranges that some shard already holds rows of get the keys of those rows (`Task.skip`), read from just those
-  shards' id columns; every other range starts fresh. Nothing global is built or shipped to the workers.
+- Only ranges that some shard already holds rows of need the keys of those rows (the driver's duplicate check and
+  completion count), read from just those shards' id columns; every other range starts fresh. Nothing global is
+  built, and nothing is shipped to the workers.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def planned_tasks(out: Path | None, files: list[SourceFile], config) -> list[Tas
 
 
 def remaining_tasks(manifest: BuildManifest, tasks: list[Task]) -> list[Task]:
-    """Tasks whose range is not complete; a partly committed one carries the keys it already holds."""
+    """Tasks whose range is not complete; the manifest learns the keys the partly committed ones already hold."""
     todo = [t for t in tasks if not manifest.completed.covers(t.range)]
     touched: dict[str, list[tuple]] = defaultdict(list)
     legacy = False
@@ -58,8 +59,6 @@ def remaining_tasks(manifest: BuildManifest, tasks: list[Task]) -> list[Task]:
         for rng in entry.get("ranges") or []:
             touched[rng[0]].append(tuple(rng[:3]))
     partial = [t for t in todo if legacy or any(overlaps(r, t.range) for r in touched.get(t.range[0], ()))]
-    found = keys_in_ranges(manifest.out, manifest.entries(), [t.range for t in partial])
-    resumed = {t.range: t.skipping(frozenset(found[t.range])) for t in partial}
-    for rng, task in resumed.items():
-        manifest.expect(range_id(*rng), task.skip)
-    return [resumed.get(t.range, t) for t in todo]
+    for rng, keys in keys_in_ranges(manifest.out, manifest.entries(), [t.range for t in partial]).items():
+        manifest.expect(range_id(*rng), keys)
+    return todo

@@ -22,10 +22,12 @@ class TruncatedInput(Exception):
         self.tail, self.index = tail, index
 
 
-def _undecodable(raw, what: str, good_until: int) -> TruncatedInput:
-    """The cut as a byte range of the compressed file: everything before `good_until` was decoded and read."""
+def _undecodable(raw, what: str, good_until: int | None = None) -> TruncatedInput:
+    """The cut, located in the compressed file: everything before `good_until` was decoded and read."""
     size = raw.seek(0, 2)
-    return TruncatedInput(f"{what}: compressed bytes {good_until:,}-{size:,} of {size:,} yield no complete record")
+    if good_until is None:
+        return TruncatedInput(f"{what} after {size:,} compressed bytes")
+    return TruncatedInput(f"{what}: compressed bytes {good_until:,}-{size:,} of {size:,} cannot be decoded")
 
 
 def _zstd_blocks(raw) -> Iterator[bytes]:
@@ -47,7 +49,7 @@ def _zstd_blocks(raw) -> Iterator[bytes]:
             else:
                 block = b""
     if fed:
-        raise _undecodable(raw, "zstd frame ends before its end marker (truncated file)", offset)
+        raise _undecodable(raw, "zstd frame ends before its end marker (truncated file)")
 
 
 def _gzip_blocks(raw) -> Iterator[bytes]:
@@ -69,7 +71,7 @@ def _gzip_blocks(raw) -> Iterator[bytes]:
             else:
                 block = b""
     if fed:
-        raise _undecodable(raw, "gzip stream ends before its end marker (truncated file)", offset)
+        raise _undecodable(raw, "gzip stream ends before its end marker (truncated file)")
 
 
 def _plain_blocks(raw) -> Iterator[bytes]:
@@ -94,6 +96,8 @@ def iter_physical_lines(path: str) -> Iterator[bytes]:
                 pending = [parts[-1]]
     except TruncatedInput as exc:
         exc.tail = b"".join(pending)  # the cut line: dead-lettered with the cut, never dropped
+        if exc.tail:
+            exc.args = (f"{exc.args[0]}; its last {len(exc.tail):,} decoded bytes, an incomplete line, are kept in `raw`",)
         raise
     if tail := b"".join(pending):
         yield tail

@@ -2,7 +2,7 @@
 (ids do), only how the work spreads over workers."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
@@ -23,23 +23,18 @@ class Task:
     stop: int | None = None  # None: to the end of the file
     last: bool = True  # owns the end of the file (reports truncation)
     records: int | None = None  # records planned, when the planner counted the file
-    skip: frozenset[str] = field(default_factory=frozenset)  # row keys a resumed range already holds
 
     @property
     def range(self) -> tuple[str, int, int | None]:
         """The unit of completion (`output/ranges.py`): which records of which input this task reads."""
         return (self.file.name, self.start, self.stop)
 
-    def skipping(self, keys: frozenset[str]) -> Task:
-        return replace(self, skip=frozenset(keys))
-
     def to_dict(self) -> dict:
-        return {**asdict(self), "skip": sorted(self.skip)}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Task:
-        return cls(SourceFile(**data["file"]), data["start"], data["stop"], data["last"], data.get("records"),
-                   frozenset(data.get("skip", ())))
+        return cls(SourceFile(**data["file"]), data["start"], data["stop"], data["last"], data.get("records"))
 
 
 # Failures of a whole input file (or of the rest of it): a file-level dead-letter row, never a stopped build.
