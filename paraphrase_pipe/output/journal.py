@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from paraphrase_pipe.output.errors import full_disk
+
 JOURNAL = "_commits.jsonl"
 
 
@@ -41,10 +43,13 @@ class CommitJournal:
         return entries
 
     def append(self, entry: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise full_disk(self.path, exc) or exc
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -77,6 +77,12 @@ def assert_same_as(out, reference) -> None:
 def test_kill_9_then_resume_is_exactly_once(tmp_path, reference):
     out = tmp_path / "killed"
     proc = start(out, "--workers", "2")
+    wait_for_shards(out, proc, 2)
+    os.killpg(proc.pid, signal.SIGTERM)  # Slurm preempting the job: the lock record goes with the driver
+    proc.wait()
+    assert (out / LOCK_FILE).read_text() == "" and committed_shards(out) < len(manifest(reference)["shards"])
+
+    proc = start(out, "--workers", "2")
     wait_for_shards(out, proc, 5)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool workers, mid-run
     proc.wait()
@@ -175,3 +181,24 @@ def test_changed_config_in_existing_output_is_refused(tmp_path):
     assert "different configuration (changed: chunk)" in proc.stderr and "Traceback" not in proc.stderr
     run_cli("build", "--chunk", "512", "--tokenizer", "builtin:gpt2", "--limit", "5", "-o", str(out), "--overwrite", "--no-progress")
     assert json.loads((out / "manifest.json").read_text())["config"]["chunk"] == 512
+
+
+def test_disk_full_is_one_line_and_resumable(tmp_path, reference):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'not root'})")
+    try:
+        out = small / "out"
+        full = run_cli(*ARGS, "-o", str(out), "--workers", "1", check=False)
+        assert full.returncode == 2, full.stderr
+        message = " ".join(full.stderr.split())  # one message (rich wraps it at the terminal width)
+        assert "Traceback" not in message and message.startswith("error: no space left on device writing ")
+        assert message.count("error:") == 1 and "MiB free" in message and message.endswith("re-run the same command to resume")
+        moved = shutil.copytree(out, tmp_path / "moved")  # the user frees space, or moves the output
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert manifest(moved)["status"] in ("running", "failed")
+    run_cli(*ARGS, "-o", str(moved))
+    assert_same_as(moved, reference)
