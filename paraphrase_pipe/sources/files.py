@@ -15,6 +15,18 @@ class SourceError(ValueError):
     """Input that cannot be read at all (message is user-facing)."""
 
 
+def unreadable_reason(path: str) -> OSError:
+    """Why an input found by the walk cannot be read (raised as a file-level dead-letter row, never opened)."""
+    try:
+        if Path(path).is_dir():
+            os.listdir(path)
+            return OSError(f"directory {path} could not be listed")
+        os.stat(path)
+    except OSError as exc:
+        return exc
+    return OSError(f"{path} is not a regular file")
+
+
 @dataclass(frozen=True)
 class SourceFile:
     path: str  # absolute
@@ -50,9 +62,11 @@ def _walk(root: Path) -> list[SourceFile]:
         for name in names:
             path = Path(directory) / name
             fmt = _format(path)
-            if fmt and path.is_file():
+            if fmt and not path.is_file():  # a dangling link, a device or a pipe with an input's name
+                unreadable.append(path)
+            elif fmt:
                 found.append(SourceFile(str(path), str(path.relative_to(root)), fmt))
-    found += [SourceFile(str(p), str(p.relative_to(root)) + "/", "unreadable") for p in unreadable]
+    found += [SourceFile(str(p), str(p.relative_to(root)), "unreadable") for p in unreadable]
     return sorted(found, key=lambda f: f.name)
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.schema import DOCUMENT_SCHEMA
 from paraphrase_pipe.sources import jsonl, tabular
-from paraphrase_pipe.sources.files import SourceFile
+from paraphrase_pipe.sources.files import SourceFile, unreadable_reason
 from paraphrase_pipe.sources.records import RecordPolicy, from_line, from_mapping, reject
 
 COUNT_FILES_UP_TO = 256  # count records (cheap pass) to split files when there are few of them
@@ -85,7 +85,7 @@ def read_task(task: Task, config: BuildConfig) -> pa.Table:
     file, rows = task.file, []
     try:
         if file.format == "unreadable":
-            raise PermissionError(file.path)
+            raise unreadable_reason(file.path)
         if file.format == "jsonl":
             for index, line in jsonl.iter_lines(file.path, task.start, task.stop):
                 rows.append(from_line(file.name, index, line, policy))
@@ -98,7 +98,6 @@ def read_task(task: Task, config: BuildConfig) -> pa.Table:
             rows.append(reject(file.name, exc.index, "truncated_input", str(exc), exc.tail or None))
     except READ_ERRORS as exc:
         index = rows[-1]["record_index"] + 1 if rows else task.start
-        what = "directory" if file.format == "unreadable" else "file"
         rows.append(reject(file.name, index, "unreadable_input",
-                           f"{what} {file.path} unreadable from record {index}: {type(exc).__name__}: {exc}", None))
+                           f"{file.path} unreadable from record {index}: {type(exc).__name__}: {exc}", None))
     return pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
