@@ -30,48 +30,35 @@ def _undecodable(raw, what: str, good_until: int | None = None) -> TruncatedInpu
     return TruncatedInput(f"{what}: compressed bytes {good_until:,}-{size:,} of {size:,} cannot be decoded")
 
 
-def _zstd_blocks(raw) -> Iterator[bytes]:
-    """Decompress frame by frame, so a stream cut inside a frame is detected (stream readers report plain EOF)."""
-    dctx = zstandard.ZstdDecompressor()
-    obj, fed, offset = dctx.decompressobj(), False, 0
+def _decoded_blocks(raw, new_decoder, errors, kind: str) -> Iterator[bytes]:
+    """Decompress frame by frame (gzip member by member) incrementally, so every byte that decodes is yielded before
+    a cut is reported, and a stream cut inside a frame is detected (stream readers report plain EOF, and the
+    standard GzipFile drops the last block it decoded when it meets the cut)."""
+    obj, fed, offset = new_decoder(), False, 0
     while block := raw.read(BLOCK):
         start, offset = offset, offset + len(block)
         while block:
             try:
                 out = obj.decompress(block)
-            except zstandard.ZstdError as exc:
-                raise _undecodable(raw, f"corrupt zstd data ({exc})", start) from None
+            except errors as exc:
+                raise _undecodable(raw, f"corrupt {kind} data ({exc})", start) from None
             fed = True
             if out:
                 yield out
             if obj.eof:
-                block, obj, fed = obj.unused_data, dctx.decompressobj(), False
+                block, obj, fed = obj.unused_data, new_decoder(), False
             else:
                 block = b""
     if fed:
-        raise _undecodable(raw, "zstd frame ends before its end marker (truncated file)")
+        raise _undecodable(raw, f"{kind} stream ends before its end marker (truncated file)")
+
+
+def _zstd_blocks(raw) -> Iterator[bytes]:
+    return _decoded_blocks(raw, zstandard.ZstdDecompressor().decompressobj, zstandard.ZstdError, "zstd")
 
 
 def _gzip_blocks(raw) -> Iterator[bytes]:
-    """Incremental inflate (member by member): every byte that decodes is yielded before a cut is reported; the
-    standard GzipFile drops the last block it had decoded when it meets the cut."""
-    obj, fed, offset = zlib.decompressobj(16 + zlib.MAX_WBITS), False, 0
-    while block := raw.read(BLOCK):
-        start, offset = offset, offset + len(block)
-        while block:
-            try:
-                out = obj.decompress(block)
-            except zlib.error as exc:
-                raise _undecodable(raw, f"corrupt gzip data ({exc})", start) from None
-            fed = True
-            if out:
-                yield out
-            if obj.eof:
-                block, obj, fed = obj.unused_data, zlib.decompressobj(16 + zlib.MAX_WBITS), False
-            else:
-                block = b""
-    if fed:
-        raise _undecodable(raw, "gzip stream ends before its end marker (truncated file)")
+    return _decoded_blocks(raw, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib.error, "gzip")
 
 
 def _plain_blocks(raw) -> Iterator[bytes]:
