@@ -75,7 +75,7 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
             "serve the model with vLLM and use the 'openai' engine, or use --executor local/ray"
         )
     with _client(pipeline.config) as client:
-        shared = client.scatter(pipeline, broadcast=True)  # the committed-id set travels once per worker
+        shared = client.scatter(pipeline, broadcast=True)  # the pipeline (config) travels once per worker
 
         def submit(batch: Iterable[Task]) -> list:
             return [client.submit(_run_task, shared, task, pure=False) for task in batch]

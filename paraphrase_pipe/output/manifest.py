@@ -4,8 +4,8 @@ Only the driver writes it, and only while it holds the output lock (`output/lock
 into place, is recorded as one line of the commit journal (`output/journal.py`); manifest.json is a snapshot
 rewritten atomically from it every few seconds and at the end, and on open the journal is replayed on top of it.
 What else lives here: the duplicate check of a reported shard (a second report is a no-op, a partly duplicate one
-is rewritten to a new name without the rows already recorded), per-range completion (`output/ranges.py`), the
-repair of listed shards that went missing, and the sweep of orphans of a crash.
+is rewritten to a new name without the rows already recorded) and per-range completion (`output/ranges.py`).
+Counts: `output/counts.py`; orphans and missing shards: `output/sweep.py`; readers: `output/reader.py`.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from paraphrase_pipe.output.journal import JOURNAL, CommitJournal
 from paraphrase_pipe.output.ranges import CompletedRanges, parse_range
 from paraphrase_pipe.output.reader import MANIFEST, load_manifest
 from paraphrase_pipe.output.shards import ACCEPTED_DIR, LISTINGS, REJECTED_DIR, TMP_MARK, commit, fsync_dir
+from paraphrase_pipe.output.sweep import is_damaged, remove_orphans
 from paraphrase_pipe.schema import RANGE_COLUMN, RANGE_ROWS_COLUMN, SCHEMA_VERSION, row_key
 
 __all__ = ["BuildManifest", "ManifestError", "MANIFEST", "JOURNAL", "write_json_atomic", "tool_versions"]
@@ -173,24 +174,18 @@ class BuildManifest:
         for listing in ("shards", "rejected"):
             kept = []
             for entry in self.data[listing]:
-                path = self.out / entry["path"]
-                try:
-                    size = path.stat().st_size
-                except FileNotFoundError:
-                    size = None
-                if size is None or size != entry.get("bytes", size):
-                    dropped.append(entry["path"])
-                    path.unlink(missing_ok=True)
-                    ranges = entry.get("ranges")
-                    if ranges is None:  # a shard from before range records: no range is known complete
-                        self.completed = CompletedRanges()
-                    for rng in ranges or []:
-                        self.completed.discard_overlapping(tuple(rng[:3]))
-                else:
+                if not is_damaged(self.out, entry):
                     kept.append(entry)
+                    continue
+                dropped.append(entry["path"])
+                (self.out / entry["path"]).unlink(missing_ok=True)
+                if entry.get("ranges") is None:  # a shard from before range records: no range is known complete
+                    self.completed = CompletedRanges()
+                for rng in entry.get("ranges") or []:
+                    self.completed.discard_overlapping(tuple(rng[:3]))
             self.data[listing] = kept
         if dropped:
-            self._listed = {s["path"] for s in self.data["shards"] + self.data["rejected"]}
+            self._listed = {s["path"] for s in self.entries()}
             self.data["counts"] = count_entries(self.data)
             self.data["status"] = "running"
             self.save()
@@ -199,19 +194,7 @@ class BuildManifest:
 
     def remove_orphans(self) -> list[str]:
         """Delete temp files and shards not listed (a crash between the link and the journal line)."""
-        removed = []
-        for kind in (ACCEPTED_DIR, REJECTED_DIR):
-            directory = self.out / kind
-            directory.mkdir(parents=True, exist_ok=True)
-            for path in directory.iterdir():
-                rel = f"{kind}/{path.name}"
-                if TMP_MARK in path.name or rel not in self._listed:
-                    path.unlink()
-                    removed.append(rel)
-        for path in self.out.glob(f"*{TMP_MARK}*"):
-            path.unlink()
-            removed.append(path.name)
-        return removed
+        return remove_orphans(self.out, self._listed)
 
     # ---- recording -------------------------------------------------------------------------------------------
     def expect(self, rid: str, keys: set[str]) -> None:
@@ -289,5 +272,3 @@ class BuildManifest:
     def entries(self) -> list[dict]:
         return self.data["shards"] + self.data["rejected"]
 
-
-Manifest = BuildManifest  # the name other modules and tests know
