@@ -122,7 +122,7 @@ def plan_after(out: Path) -> dict:
     tasks = [Task.from_dict(t) for t in json.loads((out / "_tasks.json").read_text())["tasks"]]
     todo = remaining_tasks(manifest, tasks)
     return {"tasks": len(tasks), "tasks_left": len(todo), "missing": len(missing),
-            "keys_held": sum(len(k) for k in manifest._open_keys.values())}
+            "keys_held": sum(len(k) for k in manifest._accounted_keys.values())}
 
 
 def measure(mode: str, out: Path) -> dict:

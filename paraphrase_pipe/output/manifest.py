@@ -70,7 +70,8 @@ class BuildManifest:
         self.journal = CommitJournal(out)
         self.completed = CompletedRanges(data.setdefault("completed_ranges", []))
         self._listed = {s["path"] for s in data["shards"] + data["rejected"]}
-        self._open_keys: dict[str, set[str]] = {}  # keys recorded per range not yet complete
+        # keys of the rows the output accounts for (accepted, rejected and excluded alike), per range not yet complete
+        self._accounted_keys: dict[str, set[str]] = {}
         self._saved_at = 0.0
         self._replay_journal()
         data["counts"] = count_entries(data)
@@ -200,7 +201,7 @@ class BuildManifest:
     def expect(self, rid: str, keys: set[str]) -> None:
         """Keys a partly committed range already holds (a resume): reports of them are duplicates, and they count
         towards the range's completion."""
-        self._open_keys[rid] = keys
+        self._accounted_keys[rid] = keys
 
     def record(self, meta: dict) -> dict | None:
         """Add a committed shard; None when it adds nothing. A second report of a recorded shard (a retried task, a
@@ -234,19 +235,19 @@ class BuildManifest:
         for rid, ks in keys.items():
             if rid != "null" and self.completed.covers(parse_range(rid)):
                 continue
-            seen = self._open_keys.setdefault(rid, set())
+            seen = self._accounted_keys.setdefault(rid, set())
             seen.update(ks)
             if rid != "null" and len(seen) >= totals.get(rid, float("inf")):
                 rng = parse_range(rid)
                 self.completed.add(rng)
                 completes.append(list(rng))
-                del self._open_keys[rid]
+                del self._accounted_keys[rid]
         return completes
 
     def _duplicates(self, rid: str, keys: list[str]) -> list[str]:
         if rid != "null" and self.completed.covers(parse_range(rid)):
             return keys  # the range is complete: a late attempt of it adds nothing
-        seen = self._open_keys.get(rid)
+        seen = self._accounted_keys.get(rid)
         return [k for k in keys if k in seen] if seen else []  # "null": rows without a range, checked within this run
 
     def _record_without(self, meta: dict, keys: dict[str, list[str]], totals: dict[str, int], duplicate: set[str]) -> dict | None:

@@ -15,8 +15,8 @@ from paraphrase_pipe.schema import LATENCY_COLUMN, rejoin, split_live
 
 def paraphrase_rows(rows: pa.Table, engine: Engine) -> pa.Table:
     live, rest = split_live(rows)
-    if not live:
-        return rows
+    if not live:  # every batch leaves with the same columns (executors may concatenate them)
+        return rows if LATENCY_COLUMN in rows.column_names else rows.append_column(LATENCY_COLUMN, pa.nulls(len(rows), pa.float64()))
     generations = engine.generate(live)
     if len(generations) != len(live):
         raise RuntimeError(f"engine {engine.name} returned {len(generations)} answers for {len(live)} chunks")
