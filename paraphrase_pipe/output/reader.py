@@ -20,7 +20,6 @@ from paraphrase_pipe.schema import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
 LISTS = ("shards", "rejected")
-ENTRY_FIELDS = ("path", "rows", "sha256")
 
 
 def load_manifest(path: Path) -> dict:
@@ -35,13 +34,15 @@ def load_manifest(path: Path) -> dict:
                             "move it away or pass --overwrite") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path} is not a valid manifest (a JSON {type(data).__name__}, not an object)")
-    missing = [k for k in ("schema_version", "status", "config", *LISTS) if k not in data]
+    missing = [k for k in ("schema_version", "status", "shards") if k not in data]
     if missing:
         raise ManifestError(f"{path} is not a valid manifest (missing: {', '.join(missing)})")
+    data.setdefault("rejected", [])
+    data.setdefault("config", {})
     for listing in LISTS:
         entries = data[listing]
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and all(f in e for f in ENTRY_FIELDS) for e in entries):
-            raise ManifestError(f"{path} is not a valid manifest ({listing!r} must list entries with {', '.join(ENTRY_FIELDS)})")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in entries):
+            raise ManifestError(f"{path} is not a valid manifest ({listing!r} must list entries with a 'path')")
     if not isinstance(data["config"], dict):
         raise ManifestError(f"{path} is not a valid manifest ('config' must be an object)")
     return data
@@ -110,6 +111,9 @@ class BuildOutput:
                 if not path.is_file():
                     problems.append(Problem(entry["path"], "listed in the manifest but missing"))
                     continue
+                if "sha256" not in entry:
+                    problems.append(Problem(entry["path"], "no sha256 recorded"))
+                    continue
                 if sha256_file(path) != entry["sha256"]:
                     problems.append(Problem(entry["path"], "sha256 differs from the manifest"))
                     continue
@@ -118,7 +122,7 @@ class BuildOutput:
                 except (OSError, pa.ArrowInvalid) as exc:
                     problems.append(Problem(entry["path"], f"unreadable ({exc})"))
                     continue
-                if len(table) != entry["rows"]:
+                if len(table) != entry.get("rows"):
                     problems.append(Problem(entry["path"], f"{len(table)} rows, the manifest says {entry['rows']}"))
                 totals[kind] += len(table)
                 if kind == "shards" and "tokens" in entry:
