@@ -99,10 +99,12 @@ class TextTokenizer:
 def read_manifest(out: Path) -> dict:
     """The build's manifest (through the one build-output reader), checked far enough that later reads cannot fail
     obscurely."""
+    if not (Path(out) / MANIFEST).is_file():
+        raise DataError(f"{out} is not a build output: no {MANIFEST} (run `paraphrase-pipe build` first)")
     try:
         build = BuildOutput.open(out)
     except ManifestError as exc:
-        raise DataError(f"{exc} (run `paraphrase-pipe build` first)" if "no manifest.json" in str(exc) else str(exc)) from None
+        raise DataError(str(exc)) from None
     if not build.entries("shards"):
         raise DataError(f"{out / MANIFEST} lists no shards (status: {build.status!r})")
     for path in build.missing("shards"):
