@@ -52,6 +52,8 @@ def _alive(record: dict) -> bool:
 
 
 def describe_holder(record: dict) -> str:
+    if not record:
+        return "a build that is just starting"
     return f"pid {record.get('pid')} on {record.get('host')} since {record.get('since')}"
 
 
