@@ -1,7 +1,9 @@
 """`paraphrase-pipe build`: plan, run on an executor, commit shard by shard, finish the manifest.
 
-Restartable by construction: the manifest lists committed shards; their row ids are skipped on the next run,
-orphans of a crash are deleted, and a finished build is a no-op (found before any tokenizer or engine loads).
+Restartable by construction: the build holds OUT's lock; the manifest lists committed shards and complete input
+ranges, which the next run skips without reading them; orphans of a crash are deleted, listed shards that went
+missing are rebuilt, and a finished build is a no-op (found before any tokenizer or engine loads; it writes a
+missing data card).
 """
 from __future__ import annotations
 
@@ -16,11 +18,16 @@ from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.engines import create_engine, gpus_held
 from paraphrase_pipe.engines.request_cache import discard as discard_request_cache
 from paraphrase_pipe.executors import get_executor
-from paraphrase_pipe.output.manifest import MANIFEST, Manifest
+from paraphrase_pipe.output.manifest import MANIFEST, BuildManifest
+from paraphrase_pipe.output.reader import is_damaged
+from paraphrase_pipe.output.resume import planned_tasks, remaining_tasks
+from paraphrase_pipe.output.session import OutputSession
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.progress import BuildProgress
-from paraphrase_pipe.sources import discover, plan_tasks
+from paraphrase_pipe.sources import discover
 from paraphrase_pipe.tokenizer import LoadedTokenizer, load_tokenizer, resolve_tokenizer
+
+CARD = "README.md"
 
 
 @dataclass
@@ -33,13 +40,21 @@ class BuildResult:
     shards_written: int = 0
     elapsed_s: float = 0.0
     orphans_removed: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # listed shards found missing, rebuilt by this run
+    card_written: bool = False
 
 
-def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = False, console: Console | None = None) -> BuildResult:
+def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = False, break_lock: bool = False,
+              console: Console | None = None) -> BuildResult:
     console = console or Console(stderr=True)
+    if not dry_run and not overwrite and (counts := finished_counts(config)) is not None:
+        return BuildResult(out=Path(config.output), already_complete=True, counts=counts)
+    with OutputSession(Path(config.output), enabled=not dry_run, break_lock=break_lock) as session:
+        return _build(config, session, dry_run=dry_run, overwrite=overwrite, console=console)
+
+
+def _build(config: BuildConfig, session: OutputSession, *, dry_run: bool, overwrite: bool, console: Console) -> BuildResult:
     out = Path(config.output)
-    if not dry_run and (counts := finished_counts(config)) is not None:
-        return BuildResult(out=out, already_complete=True, counts=counts)
     files = discover(config.input)
     config, warning = choose_tokenizer(config, console)
     tokenizer = load_tokenizer(config.tokenizer)  # fail fast on a bad name, before any work
@@ -47,16 +62,19 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
     result = BuildResult(out=out, dry_run=dry_run, sends_to_engine=dry_run and config.engine != "none")
 
     manifest = None
-    committed: frozenset[str] = frozenset()
-    if not dry_run:
-        manifest = open_manifest(config, identity, tokenizer, warning, overwrite)
+    if dry_run:
+        tasks = planned_tasks(None, files, config)
+    else:
+        manifest = open_manifest(session, config, identity, tokenizer, warning, overwrite)
+        result.repaired = manifest.repair()
         if manifest.complete:
             result.already_complete, result.counts = True, manifest.data["counts"]
+            result.card_written = ensure_card(out, console)
             return result
+        manifest.start()
         result.orphans_removed = manifest.remove_orphans()
-        committed = frozenset(manifest.committed_keys())
-    pipeline = Pipeline(dry_run_config(config) if dry_run else config, committed=committed, dry_run=dry_run)
-    tasks = plan_tasks(files, config)
+        tasks = remaining_tasks(manifest, planned_tasks(out, files, config))
+    pipeline = Pipeline(dry_run_config(config) if dry_run else config, dry_run=dry_run)
     bar = config.progress and console.is_terminal
     with BuildProgress(console, planned_records(tasks), bar=bar, log_every=config.log_every, in_flight=pipeline.requests_in_flight) as progress:
 
@@ -64,6 +82,7 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
             if manifest is not None and manifest.record(meta) is None:
                 return  # every row of it was already committed (a retried batch)
             meta.pop("keys", None)
+            meta.pop("range_rows", None)
             result.shards_written += 1
             progress.add(meta)
 
@@ -76,26 +95,32 @@ def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = F
     manifest.remove_orphans()  # temp/unlisted files of workers killed mid-write (their work was re-run)
     manifest.finish(run_record(config, result.elapsed_s, progress.totals, engine_stats))
     discard_request_cache(out)  # every cached answer is in a committed shard now
-    write_card_or_warn(out, console)
+    result.card_written = ensure_card(out, console, rewrite=True)
     result.counts = manifest.data["counts"]
     return result
 
 
 # ---- the parts of a build, in the order it runs them ----------------------------------------------------------
 def finished_counts(config: BuildConfig) -> dict | None:
-    """The counts of a finished build of this configuration in `config.output`, found without loading a tokenizer
-    or importing transformers: a `nothing to do` rerun takes a second. With no tokenizer given, the one the build
-    recorded is the one meant."""
-    path = Path(config.output) / MANIFEST
+    """The counts of a finished, intact build of this configuration in `config.output`, found without taking the
+    lock, loading a tokenizer or importing transformers: a `nothing to do` rerun takes a second. With no tokenizer
+    given, the one the build recorded is the one meant. A build with a listed file missing or damaged, or no data
+    card, takes the full path (which repairs it)."""
+    out = Path(config.output)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads((out / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    recorded = data.get("config", {}).get("tokenizer")
-    if data.get("status") != "complete" or config.tokenizer not in (None, recorded):
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        return None
+    recorded = data["config"].get("tokenizer")
+    if data.get("status") != "complete" or config.tokenizer not in (None, recorded) or not (out / CARD).is_file():
         return None
     candidate = config.model_copy(update={"tokenizer": recorded})
     if candidate.config_hash(engine_identity(candidate)) != data.get("config_hash"):
+        return None
+    listed = [e for kind in ("shards", "rejected") for e in data.get(kind) or [] if isinstance(e, dict)]
+    if any(is_damaged(out, e) for e in listed):
         return None
     return data.get("counts", {})
 
@@ -117,10 +142,12 @@ def engine_identity(config: BuildConfig) -> dict:
         probe.close()
 
 
-def open_manifest(config: BuildConfig, identity: dict, tokenizer: LoadedTokenizer, warning: str | None, overwrite: bool) -> Manifest:
+def open_manifest(session: OutputSession, config: BuildConfig, identity: dict, tokenizer: LoadedTokenizer,
+                  warning: str | None, overwrite: bool) -> BuildManifest:
+    """Lock OUT, then open its manifest (the session records a failure in it on the way out)."""
     extra = {"tokenizer": {"name": tokenizer.name, "fingerprint": tokenizer.fingerprint}, "engine": config.engine,
              "warnings": [warning] if warning else []}
-    return Manifest.open(Path(config.output), config.data_fields(), config.config_hash(identity), extra, overwrite=overwrite)
+    return session.open_manifest(config.data_fields(), config.config_hash(identity), extra, overwrite=overwrite)
 
 
 def dry_run_config(config: BuildConfig) -> BuildConfig:
@@ -148,11 +175,16 @@ def run_record(config: BuildConfig, elapsed_s: float, totals: dict, engine_windo
             **({"engine_window": engine_window} if engine_window else {})}
 
 
-def write_card_or_warn(out: Path, console: Console) -> None:
-    """The data card; a build whose card cannot be made is still a complete build."""
+def ensure_card(out: Path, console: Console, rewrite: bool = False) -> bool:
+    """The data card is part of completion: written at the end, and by a rerun that finds it missing. A build whose
+    card cannot be made is still a complete build."""
     from paraphrase_pipe.card import CardError, write_card  # matplotlib, jinja2: only when a build finishes
 
+    if not rewrite and (out / CARD).is_file():
+        return False
     try:
         write_card(out)
     except CardError as exc:
         console.print(f"[yellow]no data card:[/] {exc}")
+        return False
+    return True

@@ -51,6 +51,7 @@ def build(
     mix: Optional[float] = typer.Option(None, help="fraction of samples that are original-only replay, 0-1 \\[default: 0]"),
     dry_run: bool = typer.Option(False, "--dry-run", help="read and chunk as the build would; count what it would send, write nothing"),
     overwrite: bool = typer.Option(False, "--overwrite", help="discard an existing build with another configuration"),
+    break_lock: bool = typer.Option(False, "--break-lock", help="take over OUT's lock held by a build on another host (only when that job is dead)"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar: progress lines every --log-every s instead"),
     log_every: Optional[float] = typer.Option(None, help="seconds between progress lines when there is no bar (a log, --no-progress); 0: none \\[default: 30]"),
     engine_options: Optional[dict] = None,  # from the engine flags (with_engine_flags)
@@ -66,10 +67,14 @@ def build(
             sample_fraction=sample_fraction, engine=engine, engine_options=engine_options, shard_rows=shard_rows, layout=layout, mix=mix,
             progress=False if no_progress else None, log_every=log_every,
         )
-        result = run_build(config, dry_run=dry_run, overwrite=overwrite)
+        result = run_build(config, dry_run=dry_run, overwrite=overwrite, break_lock=break_lock)
     except user_errors() as exc:
         fail(str(exc))
+    if result.repaired:
+        err.print(f"repaired: {len(result.repaired)} shard(s) listed in the manifest were missing or damaged; their rows were rebuilt")
     if result.already_complete:
+        if result.card_written:
+            err.print(f"wrote the missing data card {result.out / 'README.md'}")
         console.print(f"[green]nothing to do:[/] {result.out} is already complete ({result.counts.get('accepted', 0):,} rows)")
         return
     if result.orphans_removed:
@@ -82,30 +87,50 @@ def inspect(
     out: Path = typer.Argument(..., help="a build output directory"),
     rows: int = typer.Option(3, help="sample rows to show"),
     as_json: bool = typer.Option(False, "--json", help="print the manifest counts as JSON"),
+    verify: bool = typer.Option(False, "--verify", help="check every listed shard: present, sha256, row and token counts"),
 ) -> None:
-    """Show a build's manifest statistics and a few rows."""
-    import pyarrow as pa
+    """Show a build's manifest statistics and a few rows; --verify checks the files against the manifest."""
+    from paraphrase_pipe.output.errors import ManifestError
+    from paraphrase_pipe.output.lock import describe_holder, holder
+    from paraphrase_pipe.output.reader import BuildOutput
 
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
-        fail(f"{out} has no manifest.json (not a build output)")
-    data = json.loads(manifest_path.read_text())
-    if as_json:
-        console.print_json(data=data["counts"])
+    try:
+        build = BuildOutput.open(out, schema_version=None)
+    except ManifestError as exc:
+        fail(str(exc))
+    data = build.manifest
+    if verify:
+        problems = build.verify()
+        for problem in problems:
+            err.print(f"[bold red]bad:[/] {problem}", highlight=False)
+        if problems:
+            fail(f"{out}: {len(problems)} problem(s) found; re-run the build command to repair missing shards", code=1)
+        n = len(build.entries("shards")) + len(build.entries("rejected"))
+        console.print(f"[green]ok:[/] {out}: {n} shard(s) present, sha256 and counts match the manifest ({build.status})")
         return
-    table = Table(title=f"{out} — {data['status']}, schema v{data['schema_version']}, config {data['config_hash'][:12]}")
+    if as_json:
+        console.print_json(data=build.counts)
+        return
+    status = build.status
+    locked = holder(out)
+    if locked:
+        status += f", in use by {describe_holder(locked)}"
+    elif status == "running":
+        status = "interrupted (no build holds it; re-run to resume)"
+    elif status == "failed":
+        status += f": {data.get('error', '?')}"
+    table = Table(title=f"{out} — {status}, schema v{data['schema_version']}, config {str(data.get('config_hash', '?'))[:12]}")
     table.add_column("", style="bold")
     table.add_column("value", justify="right")
-    for key, value in data["counts"].items():
+    for key, value in build.counts.items():
         table.add_row(key, json.dumps(value) if isinstance(value, dict) else f"{value:,}")
-    table.add_row("shards", str(len(data["shards"])))
-    table.add_row("rejected shards", str(len(data["rejected"])))
-    table.add_row("tokenizer", data.get("tokenizer", {}).get("name", "?"))
-    table.add_row("chunk", str(data["config"].get("chunk")))
+    table.add_row("shards", str(len(build.entries("shards"))))
+    table.add_row("rejected shards", str(len(build.entries("rejected"))))
+    table.add_row("tokenizer", str((data.get("tokenizer") or {}).get("name", "?")))
+    table.add_row("chunk", str(build.config.get("chunk")))
     console.print(table)
-    if data["shards"] and rows:
-        with pa.memory_map(str(out / data["shards"][0]["path"])) as source:
-            sample = pa.ipc.open_file(source).read_all().slice(0, rows)
-        for row in sample.to_pylist():
+    shards = [e for e in build.entries("shards") if build.path_of(e).is_file()]
+    if shards and rows:
+        for row in build.read(shards[0]).slice(0, rows).to_pylist():
             text = (row.get("text") or "").replace("\n", " ")
             console.print(f"[bold]{row['sample_id'][:12]}[/] {row['doc_id']} #{row['chunk_index']} ({row['n_tokens']} tok): {text[:160]}…", highlight=False)

@@ -68,6 +68,9 @@ class BuildConfig(BaseModel):
     def _layout_needs_engine(self) -> BuildConfig:
         if self.engine == "none" and self.layout in NEEDS_PARAPHRASE:
             raise ValueError(f"layout {self.layout!r} needs paraphrases; engine 'none' makes none (use --layout orig or repeat, or pick an engine)")
+        if self.engine == "none" and self.engine_options:
+            raise ValueError(f"engine 'none' takes no engine_options (got {', '.join(sorted(map(str, self.engine_options)))}); "
+                             "name an engine, or drop them")
         return self
 
     def data_fields(self) -> dict[str, Any]:
@@ -89,12 +92,17 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe {path} is not a text (UTF-8 YAML) file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"recipe {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of build options")
-    return data.get("build", data)
+    build = data.get("build", data)
+    if not isinstance(build, dict):
+        raise ConfigError(f"recipe {path}: `build:` must be a mapping of build options, not a {type(build).__name__}")
+    return build
 
 
 def resolve_config(recipe: str | Path | None = None, **overrides: Any) -> BuildConfig:

@@ -1,6 +1,6 @@
 """The build as three steps over Arrow tables, so any executor can place them:
 
-  front(task)  read -> chunk -> drop already-committed ids        (CPU, runs where the data is)
+  front(task)  read -> chunk -> tag rows with their input range     (CPU, runs where the data is)
   middle(rows) paraphrase with the engine                         (where `engine_site` says)
   back(rows)   filter -> compose -> commit shards, return metadata (CPU)
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -18,8 +17,9 @@ import pyarrow.compute as pc
 
 from paraphrase_pipe.config import BuildConfig, ConfigError
 from paraphrase_pipe.engines import Engine, create_engine, engine_class
+from paraphrase_pipe.output.ranges import range_id
 from paraphrase_pipe.output.shards import write_rows
-from paraphrase_pipe.schema import row_key
+from paraphrase_pipe.schema import RANGE_COLUMN, RANGE_ROWS_COLUMN
 from paraphrase_pipe.sources import Task, read_task
 from paraphrase_pipe.stages.chunk import chunk_documents
 from paraphrase_pipe.stages.compose import compose_rows
@@ -31,14 +31,12 @@ from paraphrase_pipe.tokenizer import load_tokenizer
 @dataclass
 class Pipeline:
     config: BuildConfig
-    committed: frozenset[str] = field(default_factory=frozenset)
     dry_run: bool = False
+    _engines: list[Engine] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def engine_placement(self) -> str:
         return engine_class(self.config.engine).placement
-
-    _engines: list[Engine] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def engine_site(self, executor: str) -> Literal["workers", "driver", "actors"]:
         """Where the engine runs — decided here for every executor:
@@ -83,15 +81,14 @@ class Pipeline:
         return {**self.__dict__, "_engines": []}  # engines stay in the process that made them
 
     def front(self, task: Task) -> pa.Table:
+        """The task's rows, tagged with their input range and how many rows it yields, so the driver knows when the
+        range is complete (the tags never reach a shard). A resumed range yields all its rows again: they split
+        into the same shards, and the driver takes the ones already recorded as no-ops, so a resumed build's shards
+        are byte for byte those of an uninterrupted one."""
         rows = chunk_documents(read_task(task, self.config), self.config)
-        if self.committed:
-            rows = rows.filter(pc.invert(pc.is_in(row_key(rows), self._committed_ids)))
-        return rows
-
-    @cached_property
-    def _committed_ids(self) -> pa.Array:
-        """Built once per process, not per task: on a resume the committed set can hold millions of ids."""
-        return pa.array(list(self.committed), pa.string())
+        n = len(rows)
+        return rows.append_column(RANGE_COLUMN, pa.array([range_id(*task.range)] * n, pa.string())).append_column(
+            RANGE_ROWS_COLUMN, pa.array([n] * n, pa.int64()))
 
     def middle(self, rows: pa.Table, engine: Engine) -> pa.Table:
         return paraphrase_rows(rows, engine)
@@ -99,6 +96,15 @@ class Pipeline:
     def submit_middle(self, rows: pa.Table, engine: Engine) -> Future:
         """middle() without waiting (engines with `submit`): the rows are in engine.in_flight() on return."""
         return submit_paraphrase(rows, engine)
+
+    @staticmethod
+    def per_task(rows: pa.Table) -> list[pa.Table]:
+        """A middle() result of several whole tasks, split back into one table per task, each in the order
+        middle() gives a task alone — so back() writes the same shards however a feeder batched the engine."""
+        ranges = rows[RANGE_COLUMN].unique().to_pylist()
+        if len(ranges) <= 1:
+            return [rows]
+        return [rows.filter(pc.equal(rows[RANGE_COLUMN], r)) for r in ranges]
 
     def back(self, rows: pa.Table, generation: dict) -> list[dict]:
         c, tokenizer = self.config, load_tokenizer(self.config.tokenizer)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 BAR_REFRESH_S = 1.0
-COUNTS = ("documents", "chunks", "tokens", "accepted", "rejected", "excluded", "generated_tokens")
+COUNTS = ("documents", "chunks", "tokens", "accepted", "rejected", "excluded", "generated_tokens", "engine_latency_s")
 
 
 class BuildProgress:
@@ -58,6 +58,7 @@ class BuildProgress:
             t[key] += meta[key]
         t["accepted" if meta["kind"] == "shards" else "rejected"] += meta["rows"] - meta["excluded"]
         t["generated_tokens"] += meta.get("generated_tokens", 0)
+        t["engine_latency_s"] = round(t["engine_latency_s"] + meta.get("engine_latency_s", 0.0), 4)  # run statistics, not shard bytes
         self.reasons.update(meta.get("reasons", {}))
         if self.total is not None and t["documents"] > self.total:
             self.total = t["documents"]  # the planner's count can be short (a truncated .zst adds a dead-letter row)

@@ -110,10 +110,15 @@ def _from_hub(name: str, split: str) -> list[dict]:
 
 
 def _build_documents(out: Path) -> list[str]:
-    manifest = json.loads((out / "manifest.json").read_text())
+    from paraphrase_pipe.output.errors import ManifestError
+    from paraphrase_pipe.output.reader import BuildOutput
+
+    try:
+        build = BuildOutput.open(out)
+    except ManifestError as exc:
+        raise EvalError(str(exc)) from None
     docs: dict[str, list[str]] = {}
-    for shard in manifest.get("shards", []):
-        table = _read_table(out / shard["path"]).select(["doc_id", "original"])
+    for _, table in build.tables("shards", columns=["doc_id", "original"]):
         seen: set[tuple[str, str]] = set()  # a chunk appears once per layout: keep its first row
         for doc_id, original in zip(*(table.column(c).to_pylist() for c in ("doc_id", "original"))):
             if (doc_id, original) not in seen:

@@ -1,9 +1,11 @@
 """`local`: a process pool on one machine (the embedded default).
 
 `none` runs whole tasks inside each worker. Any LLM engine (vLLM in-process on the local GPU, or one HTTP client
-for the servers) runs once, in this process, and is fed request by request: CPU workers read/chunk ahead of it and
+for the servers) runs once, in this process, and is fed continuously: CPU workers read/chunk ahead of it and
 filter/write behind it, and the feeder keeps `engine.target_in_flight()` chunks handed in — refilled as answers
-arrive, cut across task boundaries — so the engine never waits for a task to finish or start.
+arrive, several tasks per call when tasks are small — so the engine never waits for a task to finish or start.
+Each call's answers are split back into whole tasks before filter/write, so the shards do not depend on how the
+engine was fed (a resumed build writes the same bytes).
 """
 from __future__ import annotations
 
@@ -80,12 +82,12 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
     try:
         while todo or fronts or ready or middles or backs:
             target = engine.target_in_flight()
-            per_task = read_rows / read_tasks if read_tasks else target / workers
-            waiting = sum(t.num_rows for t in ready) + per_task * len(fronts)
+            rows_per_task = read_rows / read_tasks if read_tasks else target / workers
+            waiting = sum(t.num_rows for t in ready) + rows_per_task * len(fronts)
             # read ahead just enough that the engine can always be refilled (bounded memory at any corpus size)
             while todo and len(fronts) < workers and waiting < READ_AHEAD * target:
                 fronts.add(pool.submit(_front, todo.popleft()))
-                waiting += per_task
+                waiting += rows_per_task
             room = target - engine.in_flight()
             # refill in one batch per quarter of the target (or whatever is left at the end): few, large calls
             if ready and (room >= max(target // 4, 1) or not (todo or fronts)):
@@ -102,7 +104,8 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
                         ready.append(rows)
                 elif future in middles:
                     middles.discard(future)
-                    backs.add(pool.submit(_back, future.result(), generation))
+                    for task_rows in pipeline.per_task(future.result()):
+                        backs.add(pool.submit(_back, task_rows, generation))
                 else:
                     backs.discard(future)
                     for meta in future.result():
@@ -113,14 +116,11 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
 
 
 def _take(ready: deque[pa.Table], rows: int) -> pa.Table:
-    """Up to `rows` rows from the front of the queue (a table is split if it is larger than what is asked)."""
+    """Whole tasks from the front of the queue until about `rows` rows (at least one task; a task is never split,
+    so its answers come back together)."""
     taken, count = [], 0
     while ready and count < rows:
         table = ready.popleft()
-        if count + table.num_rows > rows:
-            keep = rows - count
-            ready.appendleft(table.slice(keep))
-            table = table.slice(0, keep)
         taken.append(table)
         count += table.num_rows
     return pa.concat_tables(taken) if len(taken) > 1 else taken[0]

@@ -164,8 +164,9 @@ def chunk_documents(docs: pa.Table, config: BuildConfig, tokenizer: LoadedTokeni
         for index, (s, e, reason) in enumerate(pieces):
             c0 = 0 if s == 0 else enc.token_to_chars(s - 1)[1]
             c1 = len(text) if e == n else enc.token_to_chars(e - 1)[1]
-            for key in ("source", "record_index", "set_name", "meta"):
+            for key in ("source", "record_index", "set_name"):
                 cols[key].append(carried[key][d])
+            cols["meta"].append(carried["meta"][d] if index == 0 else None)  # once per document: its first chunk
             cols["doc_id"].append(did)
             cols["chunk_id"].append(chunk_id(did, s, e, tok.fingerprint, config.chunk))
             cols["chunk_index"].append(index)

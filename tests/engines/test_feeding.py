@@ -11,6 +11,7 @@ from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.engines.llm import InFlight
 from paraphrase_pipe.executors.local import _take
 from paraphrase_pipe.pipeline import Pipeline
+from paraphrase_pipe.schema import RANGE_COLUMN
 
 
 def test_in_flight_window_starts_when_requests_reach_the_backend():
@@ -30,12 +31,13 @@ def test_in_flight_window_starts_when_requests_reach_the_backend():
     assert stats["full_fraction"] > 0.95  # never below full_at=2 inside the window
 
 
-def test_take_cuts_across_tables_without_losing_rows():
-    ready = deque(pa.table({"i": list(range(a, b))}) for a, b in ((0, 3), (3, 8), (8, 9)))
-    first = _take(ready, 4)
+def test_take_joins_whole_tasks_and_per_task_splits_them_back():
+    tasks = [pa.table({"i": list(range(a, b)), RANGE_COLUMN: [f"r{a}"] * (b - a)}) for a, b in ((0, 3), (3, 8), (8, 9))]
+    ready = deque(tasks)
+    first = _take(ready, 4)  # a task is never split: 3 + 5 rows
     second = _take(ready, 100)
-    assert first["i"].to_pylist() == [0, 1, 2, 3]
-    assert second["i"].to_pylist() == [4, 5, 6, 7, 8] and not ready
+    assert first["i"].to_pylist() == list(range(8)) and second["i"].to_pylist() == [8] and not ready
+    assert [t.to_pylist() for t in Pipeline.per_task(first)] == [t.to_pylist() for t in tasks[:2]]
 
 
 def test_http_clients_in_workers_split_the_build_budget():
