@@ -3,9 +3,12 @@
 Sends the same requests (prompt tokens, max_tokens, per-chunk seeds: exactly what a build sends) to a vLLM OpenAI
 server twice: (a) directly, from a bare asyncio client holding N requests in flight, and (b) through
 `paraphrase-pipe build` (read, chunk, render, generate, compose, commit) with the same N in flight at most:
-  --engine openai      build --endpoint URL --workers W --concurrency C   (worker-placed clients, N = W x C)
-  --engine vllm-serve  build --serve --concurrency C                      (driver-placed engine, N = C; the build
-                       starts its own server with the same flags, its start-up is outside the measured window)
+  --engine openai      build --endpoint URL --concurrency N   (one client in the build process; --workers CPU workers
+                       read/chunk ahead of it and filter/write behind it)
+  --engine vllm-serve  build --serve --concurrency N          (the build starts its own server with the same flags;
+                       its start-up is outside the measured window)
+Both sides start from a cold prefix cache (the server runs with VLLM_SERVER_DEV_MODE=1 and its cache is reset
+before every round; a --serve build starts a fresh server), and the order alternates (direct first in odd rounds).
 Output-token throughput of each is measured from the server's own counter (`vllm:generation_tokens_total`,
 sampled every 0.25 s) over the window in which it moved; the build's wall-clock rate is printed too.
 Target: pipeline/direct >= 0.95. On a shared machine throughput drifts with the neighbours' load, so the script
@@ -13,6 +16,8 @@ also prints how many requests the engine held on average (`num_requests_running 
 share of that is what it controls, and it does not depend on the machine's speed.
 
     .venv/bin/python benchmarks/engine_saturation.py                       # tiny model + CPU vLLM server, built here
+    python3 benchmarks/engine_saturation.py --gpu --shape 1.7b --model-tokenizer-dir .gpu2/tok --chunk 512 \
+        --docs 332 --max-tokens 0 --max-num-seqs 256 --concurrency 512     # GPU: random weights of a Llama shape
     .venv/bin/python benchmarks/engine_saturation.py --endpoint http://gpu-node:8000 --model meta-llama/Llama-3.1-8B-Instruct \
         --tokenizer EleutherAI/gpt-neox-20b --chunk 2048 --docs 2000 --max-tokens 0 --concurrency 128
 
@@ -136,6 +141,11 @@ def managed_server_url(out: Path):
     return find
 
 
+def reset_prefix_cache(url: str) -> None:
+    """Cold cache for the next round (needs the server's VLLM_SERVER_DEV_MODE=1)."""
+    httpx.post(f"{url}/reset_prefix_cache", timeout=60).raise_for_status()
+
+
 def run_pipeline(args, work: Path, index: int, endpoint: str) -> tuple[Counter, float]:
     out = work / f"out-{index}"
     cmd = [sys.executable, "-m", "paraphrase_pipe.cli", "build", "-o", str(out), "--recipe", str(work / "recipe.yaml"),
@@ -148,9 +158,25 @@ def run_pipeline(args, work: Path, index: int, endpoint: str) -> tuple[Counter, 
     return counter, time.perf_counter() - started
 
 
+def serve_options(args) -> dict:
+    """The server both sides use (what --serve starts): CPU float32 eager, or GPU bf16 with CUDA graphs."""
+    if not args.gpu:
+        return {"model": args.model, "dtype": "float32", "enforce_eager": True, "max_model_len": args.max_model_len}
+    # --serve: the build's own server runs beside the direct side's, so each gets under half the GPU
+    share = 0.42 if args.engine == "vllm-serve" else None
+    return {"model": args.model, "dtype": "bfloat16", "max_model_len": args.max_model_len, "max_num_seqs": args.max_num_seqs,
+            "gpu_memory_utilization": share, "engine_args": {"load_format": "dummy"} if args.shape else {}}
+
+
 def engine_flags(args) -> list[str]:
-    flags = ["-E", "dtype=float32", "-E", "enforce_eager=true", "--max-model-len", "2048"] if args.engine == "vllm-serve" else []
-    return flags + ["-E", "top_p=1"] + (["-E", f"max_tokens={args.max_tokens}"] if args.max_tokens else [])
+    flags = []
+    if args.engine == "vllm-serve":
+        for key, value in serve_options(args).items():
+            if key == "max_model_len":
+                flags += ["--max-model-len", str(value)]
+            elif key != "model" and value is not None:
+                flags += ["-E", f"{key}={json.dumps(value)}"]
+    return flags + ["-E", f"top_p={args.top_p}"] + (["-E", f"max_tokens={args.max_tokens}"] if args.max_tokens else [])
 
 
 def main() -> None:
@@ -158,13 +184,20 @@ def main() -> None:
     parser.add_argument("--engine", choices=("openai", "vllm-serve"), default="openai", help="how the build reaches vLLM")
     parser.add_argument("--endpoint", help="openai: a running vLLM server (default: start one here with --serve's flags)")
     parser.add_argument("--model", help="model dir/id (default: build the tiny test model)")
+    parser.add_argument("--gpu", action="store_true", help="serve in bf16 with CUDA graphs (default: CPU float32 eager)")
+    parser.add_argument("--shape", help="GPU: random weights (load_format dummy) of this Llama shape (see "
+                        "engine_saturation_inprocess.py SHAPES), with --model-tokenizer-dir's tokenizer")
+    parser.add_argument("--model-tokenizer-dir", type=Path)
+    parser.add_argument("--max-num-seqs", type=int)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--top-p", type=float, default=1.0, help="1 on CPU: a random model then samples identically in both runs")
     parser.add_argument("--tokenizer", default="builtin:gpt2")
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--docs", type=int, default=160)
     parser.add_argument("--docs-per-task", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=32, help="cap on new tokens (0: the build's default rule)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight per engine (openai: per worker)")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight at the server, both sides")
     parser.add_argument("--repeat", type=int, default=2, help="alternate direct/pipeline rounds (a shared machine drifts)")
     parser.add_argument("--pin", action="store_true", help="openai: server on CPU 0, clients and build on CPU 1 (on a CPU "
                         "box the engine and the pipeline otherwise fight for the same cores, which a GPU box does not)")
@@ -179,14 +212,18 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="saturation-"))
     (work / "recipe.yaml").write_text(NO_FILTERS + f"docs_per_task: {args.docs_per_task}\n")
-    if args.model is None:
+    os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache: cold cache for every round
+    if args.shape:
+        from engine_saturation_inprocess import write_shape
+
+        args.model = str(write_shape(work / f"llama-{args.shape}", args.shape, args.model_tokenizer_dir))
+    elif args.model is None:
         from tests.engines.tiny_llm import build_tiny_llm
 
         args.model = str(build_tiny_llm(work / "tiny-llm"))
     server = None
     if args.endpoint is None or args.engine == "vllm-serve":  # the direct run's server: what --serve would start
-        serve = {"model": args.model, "dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
-        argv = create_engine("vllm-serve", serve).server_argv()
+        argv = create_engine("vllm-serve", serve_options(args)).server_argv()
         server = ServerProcess(0, ["taskset", "-c", "0", *argv] if args.pin else argv, [], work)
         server.start()
         server.wait_healthy(600)
@@ -197,24 +234,31 @@ def main() -> None:
     try:
         # top_p=1: a random model's near-uniform distributions make the top-p cut-off flip with batch composition;
         # without it both runs generate the very same tokens
-        options = {"model": args.model, "endpoints": [args.endpoint], "concurrency": args.concurrency, "top_p": 1.0}
+        options = {"model": args.model, "endpoints": [args.endpoint], "concurrency": args.concurrency, "top_p": args.top_p}
         if args.max_tokens:
             options["max_tokens"] = args.max_tokens
         config = BuildConfig(chunk=args.chunk, tokenizer=args.tokenizer, limit=args.docs, engine="openai", engine_options=options)
         payloads = requests_of_a_build(config, options)
         asyncio.run(send_all(args.endpoint, payloads[:8], 8))  # warm-up
-        in_flight = args.workers * args.concurrency if args.engine == "openai" else args.concurrency
+        in_flight = args.concurrency
         for index in range(args.repeat):
-            with Counter(args.endpoint) as direct:
-                asyncio.run(send_all(args.endpoint, payloads, in_flight))
-            pipeline, wall = run_pipeline(args, work, index, args.endpoint)
-            rounds.append((direct.rate(), pipeline.rate(), wall))
+            got = {}
+            for side in ("direct", "pipeline") if index % 2 == 0 else ("pipeline", "direct"):
+                reset_prefix_cache(args.endpoint)
+                if side == "direct":
+                    with Counter(args.endpoint) as direct:
+                        asyncio.run(send_all(args.endpoint, payloads, in_flight))
+                    got[side] = direct.rate()
+                else:
+                    pipeline, wall = run_pipeline(args, work, index, args.endpoint)
+                    got[side] = pipeline.rate()
+            rounds.append((got["direct"], got["pipeline"], wall))
     finally:
         if server:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    shape = f"{args.workers} workers x {args.concurrency}" if args.engine == "openai" else f"one driver engine x {args.concurrency}"
+    shape = f"one client x {args.concurrency}, {args.workers} CPU workers"
     print(f"{len(payloads)} requests, {in_flight} in flight (direct) / {shape} (pipeline, --engine {args.engine})")
     for (d_tokens, d_time, d_rate, d_busy), (p_tokens, p_time, p_rate, p_busy), wall in rounds:
         print(f"direct   {d_tokens:>8,.0f} tok in {d_time:6.1f} s = {d_rate:7,.1f} tok/s, {d_busy:5.1f} req in engine | "

@@ -28,6 +28,7 @@ from paraphrase_pipe.evaluate.decode import greedy_generate  # noqa: E402
 from paraphrase_pipe.evaluate.defaults import RECALL_LENGTHS, SYNTHETIC_EXAMPLES, SYNTHETIC_TASKS  # noqa: E402
 from paraphrase_pipe.evaluate.load import load_model  # noqa: E402
 from paraphrase_pipe.evaluate.synthetic import evaluate_synthetic, generate  # noqa: E402
+from paraphrase_pipe.models.kernels import record_paths  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -43,13 +44,6 @@ def timed(device: str, fn):
     return out, time.perf_counter() - start
 
 
-def kernel_paths() -> dict:
-    """Which scan implementation the hybrid models last ran (pure PyTorch or mamba_ssm's kernels)."""
-    from paraphrase_pipe.models import kernels
-
-    return dict(getattr(kernels, "LAST_PATH", {}))
-
-
 def bench(preset: str, args) -> dict:
     loaded = load_model(f"preset:{preset}", args.device, args.dtype, args.tokenizer)
     model, tok = loaded.model, loaded.tokenizer
@@ -60,28 +54,30 @@ def bench(preset: str, args) -> dict:
     _, row["warmup_s"] = timed(args.device, lambda: evaluate_synthetic(model, tok, preset, lengths=(lengths[0],),
                                                                        n=2, batch_tokens=args.batch_tokens))
     row["steps"], row["suite_s"], row["suite_tokens"], row["n_answers"] = [], 0.0, 0, 0
-    for task in SYNTHETIC_TASKS:  # the suite one (task, length) at a time, so a run cut short still reports
-        for length in lengths:
-            results, seconds = timed(args.device, lambda: evaluate_synthetic(
-                model, tok, preset, tasks=(task,), lengths=(length,), n=n, batch_tokens=args.batch_tokens))
-            tokens = sum(len(e.ids) for e in generate(task, tok, length, n or SYNTHETIC_EXAMPLES[task]))
-            answers = sum(r.n for r in results if r.position is None)
-            row["steps"].append({"task": task, "length": length, "s": round(seconds, 2), "tokens": tokens})
-            row["suite_s"] += seconds
-            row["suite_tokens"] += tokens
-            row["n_answers"] += answers
-            print(f"{preset} {task} {length}: {answers} answers, {tokens:,} tokens, {seconds:.1f} s "
-                  f"({tokens / seconds:,.0f} tok/s)", flush=True)
+    with record_paths() as suite_paths:
+        for task in SYNTHETIC_TASKS:  # the suite one (task, length) at a time, so a run cut short still reports
+            for length in lengths:
+                results, seconds = timed(args.device, lambda: evaluate_synthetic(
+                    model, tok, preset, tasks=(task,), lengths=(length,), n=n, batch_tokens=args.batch_tokens))
+                tokens = sum(len(e.ids) for e in generate(task, tok, length, n or SYNTHETIC_EXAMPLES[task]))
+                answers = sum(r.n for r in results if r.position is None)
+                row["steps"].append({"task": task, "length": length, "s": round(seconds, 2), "tokens": tokens})
+                row["suite_s"] += seconds
+                row["suite_tokens"] += tokens
+                row["n_answers"] += answers
+                print(f"{preset} {task} {length}: {answers} answers, {tokens:,} tokens, {seconds:.1f} s "
+                      f"({tokens / seconds:,.0f} tok/s)", flush=True)
     row["suite_tok_per_s"] = round(row["suite_tokens"] / row["suite_s"])
-    row["suite_kernel_paths"] = kernel_paths()  # before decoding: cached decode steps run the pure functions
+    row["suite_kernel_paths"] = suite_paths  # before decoding: cached decode steps run the pure functions
     if args.device.startswith("cuda"):
         row["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     prompts = [e.ids[: e.spans[0][0]] for e in generate("passkey", tok, 256 if args.quick else 2048,
                                                          4 if args.quick else args.decode_prompts)]
-    _, row["decode_s"] = timed(args.device, lambda: greedy_generate(model, tok, prompts, max_new_tokens=16,
-                                                                    batch_size=args.decode_batch))
+    with record_paths() as decode_paths:
+        _, row["decode_s"] = timed(args.device, lambda: greedy_generate(model, tok, prompts, max_new_tokens=16,
+                                                                        batch_size=args.decode_batch))
     row["decode_prompts"] = len(prompts)
-    row["decode_kernel_paths"] = kernel_paths()
+    row["decode_kernel_paths"] = decode_paths
     del loaded, model
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()

@@ -135,9 +135,9 @@ def block_timing(label, cfg, mode, args, device, packed=False):
         out.float().square().mean().backward()
 
     reps = args.reps if not ("torch" in mode and "mamba1" in label) else max(2, args.reps // 4)
-    kernels.LAST_PATH.clear()
-    ms, spread = time_it(step, 2, reps, device)
-    ran = ",".join(f"{op}:{path}" for op, path in sorted(kernels.LAST_PATH.items())) or "sdpa"
+    with kernels.record_paths() as paths:
+        ms, spread = time_it(step, 2, reps, device)
+    ran = ",".join(f"{op}:{path}" for op, path in sorted(paths.items())) or "sdpa"
     return {"block": label, "kernels": mode, "ran": ran, "tokens": b * l, "ms": ms, "spread_ms": spread,
             "us_per_1k_tokens": 1e3 * ms / (b * l / 1e3)}
 

@@ -1,7 +1,7 @@
 """The data card: `OUT/README.md` in Hugging Face dataset-card format, rendered from `data_cards/template.md`.
 
 Everything on it is read back from the output itself (manifest + shards), so `paraphrase-pipe card OUT` can
-regenerate it at any time: YAML front matter with `configs:` (so `datasets.load_dataset(OUT)` works) and the
+regenerate it at any time (`card_command.py`): YAML front matter with `configs:` (so `datasets.load_dataset(OUT)` works) and the
 license inherited from the source, then source, tokenizer, engine, counts, rejects by reason, token statistics,
 score distributions before/after filtering (+ `scores.png`), token-distribution drift (+ `drift.json`),
 throughput and the full resolved config. Shards are read one at a time, so the card never needs the whole build in memory.
@@ -12,17 +12,17 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import typer
 import yaml
 from pydantic import ValidationError
 
 from paraphrase_pipe.filters import FilterOptions
 from paraphrase_pipe.filters.drift import Drift
+from paraphrase_pipe.output.errors import ManifestError
+from paraphrase_pipe.output.reader import MANIFEST, BuildOutput
 from paraphrase_pipe.stages.filter import STAGE as FILTER_STAGE
 from paraphrase_pipe.tokenizer import load_tokenizer
 
@@ -72,11 +72,6 @@ def source_license(inputs: list[str]) -> dict:
 
 
 # ---- statistics ----------------------------------------------------------------------------------------------
-def _read(path: Path) -> pa.Table:
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
-
-
 def _quantiles(values: np.ndarray) -> dict:
     if not len(values):
         return {"n": 0, **{k: "—" for k in ("p5", "p25", "p50", "p75", "p95")}}
@@ -102,13 +97,13 @@ def _scored(table: pa.Table, kind: str) -> pa.Table:
     return table.filter(pc.fill_null(pc.equal(table["reject_stage"], FILTER_STAGE), False))
 
 
-def measure_drift(out: Path, where: dict[str, list[tuple[str, str]]], tokenizer) -> dict:
+def measure_drift(build: BuildOutput, where: dict[str, list[tuple[str, dict]]], tokenizer) -> dict:
     """Drift per input shard (`where`: source -> the output shards holding its scored rows) and overall."""
     drift = Drift(tokenizer)
     for name, entries in sorted(where.items()):
         parts = []
-        for kind, path in entries:
-            scored = _scored(_read(out / path), kind)
+        for kind, entry in entries:
+            scored = _scored(build.read(entry), kind)
             mine = scored.filter(pc.equal(scored["source"], name)).select(["original", "paraphrase"])
             parts.append(mine.append_column("accepted", pa.array(np.full(len(mine), kind == "shards"))))
         drift.measure(name, pa.concat_tables(parts))
@@ -118,23 +113,23 @@ def measure_drift(out: Path, where: dict[str, list[tuple[str, str]]], tokenizer)
 def gather(out: Path) -> dict:
     """Read the manifest and the shards (each once for the statistics, then per input shard for the drift);
     return the template's context."""
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
-        raise CardError(f"{out} has no manifest.json (not a build output)")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        build = BuildOutput.open(out)
+    except ManifestError as exc:
+        raise CardError(str(exc)) from None
+    manifest, manifest_path = build.manifest, out / MANIFEST
     config = manifest["config"]
     try:
         options = FilterOptions(**config.get("filter_options", {}))
     except ValidationError as exc:
         raise CardError(f"{manifest_path}: filter_options this version cannot read ({exc.error_count()} problems; first: {exc.errors()[0]['msg']})") from None
     gates = [getattr(options, name) for name in type(options).model_fields] if config.get("engine") != "none" else []
-    where: dict[str, list[tuple[str, str]]] = {}
+    where: dict[str, list[tuple[str, dict]]] = {}
     scores: dict[str, dict[str, list]] = {}
     tokens: dict[str, list] = {"training text (`text_tokens`)": [], "original chunk (`n_tokens`)": []}
     layouts, sets, provenance = Counter(), Counter(), None
     for kind in ("shards", "rejected"):
-        for entry in manifest[kind]:
-            table = _read(out / entry["path"])
+        for entry, table in build.tables(kind):
             scored = _scored(table, kind)
             if kind == "shards":
                 if "text_tokens" in table.column_names:
@@ -145,7 +140,7 @@ def gather(out: Path) -> dict:
                 if provenance is None and len(table) and table["provenance"][0].is_valid:
                     provenance = json.loads(table["provenance"][0].as_py())
             for name in pc.unique(scored["source"]).to_pylist():
-                where.setdefault(name, []).append((kind, entry["path"]))
+                where.setdefault(name, []).append((kind, entry))
             for name in (c for c in scored.column_names if c.startswith("score_")):
                 stages = scores.setdefault(name, {"before": [], "after": []})
                 values = _numbers(scored[name])
@@ -170,7 +165,7 @@ def gather(out: Path) -> dict:
         "gates": [{"name": g.name, "enabled": g.enabled, "min": g.min, "max": g.max, "column": g.column} for g in gates],
         "score_arrays": arrays,
         "scores": {name: {stage: _quantiles(v) for stage, v in stages.items()} for name, stages in arrays.items()},
-        "drift": measure_drift(out, where, load_tokenizer(config["tokenizer"])),
+        "drift": measure_drift(build, where, load_tokenizer(config["tokenizer"])),
         "throughput": {
             "runs": len(runs),
             "elapsed_s": round(elapsed, 1),
@@ -265,19 +260,8 @@ def write_card(out: Path, template: Path | None = None) -> Path:
     ctx["front_matter"] = front_matter(ctx)
     ctx["config_yaml"] = to_yaml(config)
     path = out / CARD
-    path.write_text(render(ctx, template))
+    tmp = path.with_name(f".{CARD}.tmp-{os.getpid()}")  # atomic: a kill mid-write leaves the old card or none
+    tmp.write_text(render(ctx, template))
+    os.replace(tmp, path)
     return path
 
-
-def command(
-    out: Path = typer.Argument(..., help="a build output directory"),
-    template: Optional[Path] = typer.Option(None, help="card template [default: data_cards/template.md]"),
-) -> None:
-    """(Re)generate a build's data card: OUT/README.md and OUT/scores.png."""
-    from paraphrase_pipe.cli import console, fail
-
-    try:
-        path = write_card(out, template)
-    except CardError as exc:
-        fail(str(exc))
-    console.print(f"card → {path}")

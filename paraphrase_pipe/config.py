@@ -14,7 +14,7 @@ from paraphrase_pipe.stages.compose import NEEDS_PARAPHRASE, ComposeOptions, Lay
 from paraphrase_pipe.tokenizer import DEFAULT_TOKENIZER
 
 # Fields that change where or how fast a build runs, never which rows it produces.
-RUNTIME_FIELDS = frozenset({"output", "executor", "workers", "ray_address", "dask_scheduler", "progress"})
+RUNTIME_FIELDS = frozenset({"output", "executor", "workers", "ray_address", "dask_scheduler", "progress", "log_every"})
 
 
 class ConfigError(ValueError):
@@ -55,6 +55,7 @@ class BuildConfig(BaseModel):
     ray_address: str | None = None
     dask_scheduler: str | None = None
     progress: bool = True
+    log_every: float = Field(30.0, ge=0, description="seconds between progress lines in a log (no terminal, or no bar); 0: none")
 
     @field_validator("sets")
     @classmethod
@@ -68,6 +69,9 @@ class BuildConfig(BaseModel):
     def _layout_needs_engine(self) -> BuildConfig:
         if self.engine == "none" and self.layout in NEEDS_PARAPHRASE:
             raise ValueError(f"layout {self.layout!r} needs paraphrases; engine 'none' makes none (use --layout orig or repeat, or pick an engine)")
+        if self.engine == "none" and self.engine_options:
+            raise ValueError(f"engine 'none' takes no engine_options (got {', '.join(sorted(map(str, self.engine_options)))}); "
+                             "name an engine, or drop them")
         return self
 
     def data_fields(self) -> dict[str, Any]:
@@ -90,12 +94,17 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe {path} is not a text (UTF-8 YAML) file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"recipe {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of build options")
-    return data.get("build", data)
+    build = data.get("build", data)
+    if not isinstance(build, dict):
+        raise ConfigError(f"recipe {path}: `build:` must be a mapping of build options, not a {type(build).__name__}")
+    return build
 
 
 def resolve_config(recipe: str | Path | None = None, **overrides: Any) -> BuildConfig:
@@ -105,5 +114,12 @@ def resolve_config(recipe: str | Path | None = None, **overrides: Any) -> BuildC
     try:
         return BuildConfig(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise ConfigError(f"invalid build configuration: {problems}") from None
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error as `field: message`; a check of the whole config has no field (and no "Value error, ")."""
+    message = error["msg"].removeprefix("Value error, ")
+    where = ".".join(map(str, error["loc"]))
+    return f"{where}: {message}" if where else message

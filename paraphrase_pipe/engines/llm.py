@@ -4,15 +4,18 @@ A backend (vLLM in-process, OpenAI-compatible HTTP, managed vLLM servers) only t
 completions and reports each one as soon as it finishes; this class renders prompts, applies the `max_tokens`
 rule and the context check, reuses cached answers, cleans outputs and writes provenance.
 
-`generate` is thread-safe and backends share one request stream across concurrent calls: an executor that keeps
-two batches in flight per engine lets the next batch's requests fill the engine while the previous one drains,
-so the engine never idles at batch boundaries. Options are validated
+`generate` is thread-safe and backends share one request stream across concurrent calls. `submit` is its
+non-blocking twin: it counts the chunks as in flight at once, so a feeder can keep `in_flight()` at
+`target_in_flight()` (sized from the engine's own `max_num_seqs` / the client's concurrency), refilled as answers
+arrive, independent of task boundaries. `stats()` says how full that kept the engine. Options are validated
 by a pydantic model per engine, so a typo in a recipe is a one-line error, not a crash an hour into a run.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -45,6 +48,8 @@ class GenerationOptions(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="hard cap on max_tokens")
     max_model_len: int | None = Field(None, ge=16, description="model context; asked from the engine when unset")
     on_truncated: Literal["reject", "keep"] = "reject"
+    in_flight: int | None = Field(None, ge=1, description="requests the build keeps handed to the engine "
+                                  "[default: 2 x the engine's max_num_seqs (in-process) or 2 x concurrency (HTTP)]")
 
 
 @dataclass
@@ -70,6 +75,71 @@ class Completion:
 OnDone = Callable[[Request, Completion], None]
 
 
+class InFlight:
+    """Requests handed to the engine and not answered yet, and how full that kept the engine over time.
+
+    Time-weighted over the generation window (first request reaching the backend -> last answer): the mean in flight,
+    and the share of the window with at least `full_at` in flight (the engine's max_num_seqs: it could run a full
+    batch). Thread-safe: feeders add, backend threads finish."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.full_at: int | None = None
+        self.answered = self.output_tokens = 0
+        self._first = self._last = self._t = None
+        self._area = self._full_s = 0.0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self._advance()
+            self.now += n
+
+    def sending(self) -> None:
+        """Requests reach the backend: the generation window opens (engine start-up stays out of it)."""
+        with self._lock:
+            if self._first is None:
+                self._advance()
+                self._first = self._t
+
+    def finish(self, n: int = 1, output_tokens: int | None = None, answered: bool = False) -> None:
+        with self._lock:
+            self._advance()
+            self.now -= n
+            if answered:
+                self.answered += n
+                self.output_tokens += output_tokens or 0
+                self._last = self._t
+
+    def observe(self, now: int) -> None:
+        """Gauge use: the count read from the engine itself (e.g. vLLM's unfinished requests) at this moment."""
+        with self._lock:
+            self._advance()
+            if now and self._first is None:
+                self._first = self._t
+            if now or self.now:
+                self._last = self._t
+            self.now = now
+
+    def _advance(self) -> None:
+        t = time.perf_counter()
+        if self._t is not None and self._first is not None:  # only inside the window
+            self._area += self.now * (t - self._t)
+            if self.full_at and self.now >= self.full_at:
+                self._full_s += t - self._t
+        self._t = t
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            window = (self._last - self._first) if self._first is not None and self._last is not None else 0.0
+            if not window:
+                return {"requests": self.answered, "output_tokens": self.output_tokens}
+            return {"requests": self.answered, "output_tokens": self.output_tokens, "window_s": round(window, 3),
+                    "output_tok_s": round(self.output_tokens / window, 1),
+                    "mean_in_flight": round(self._area / window, 1), "full_at": self.full_at,
+                    "full_fraction": round(self._full_s / window, 3) if self.full_at else None}
+
+
 def request_seed(seed: int, chunk_id: str) -> int:
     """Per-chunk sampling seed: the same chunk gets the same sample whatever its batch, worker or retry."""
     return int(stable_hash(seed, chunk_id, size=4), 16) & 0x7FFFFFFF
@@ -93,6 +163,8 @@ class LLMEngine:
         self._renderer: PromptRenderer | None = None
         self._cache: RequestCache | None = None
         self._opening = threading.Lock()
+        self._in_flight = InFlight()
+        self._callers: ThreadPoolExecutor | None = None
 
     # ---- the seam --------------------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -107,25 +179,75 @@ class LLMEngine:
         return ident
 
     def generate(self, chunks: list[dict[str, Any]]) -> list[Generation]:
-        self._open()
-        identity = self.identity()
-        answers: dict[int, Generation] = {}
-        requests: dict[int, Request] = {}
-        for i, chunk in enumerate(chunks):
-            request, overflow = self._request(chunk, identity)
-            if overflow:
-                answers[i] = overflow
-            else:
-                requests[i] = request
-        cached = self._cache.get_many([r.key for r in requests.values()]) if self._cache else {}
-        to_send = [r for r in requests.values() if r.key not in cached]
-        fresh = dict(zip((r.key for r in to_send), self._complete(to_send, self._remember))) if to_send else {}
-        for i, request in requests.items():
-            completion = Completion(**cached[request.key]) if request.key in cached else fresh[request.key]
-            answers[i] = self._generation(chunks[i], request, completion)
-        return [answers[i] for i in range(len(chunks))]
+        self._in_flight.add(len(chunks))
+        return self._generate_counted(chunks)
+
+    def submit(self, chunks: list[dict[str, Any]]) -> Future:
+        """generate() without waiting: the chunks count as in flight before this returns (a feeder reading
+        in_flight() next sees them); the Future holds the Generations."""
+        self._in_flight.add(len(chunks))
+        with self._opening:
+            if self._callers is None:
+                self._callers = ThreadPoolExecutor(64, thread_name_prefix=f"{self.name}-call")
+        return self._callers.submit(self._generate_counted, chunks)
+
+    def in_flight(self) -> int:
+        return self._in_flight.now
+
+    def target_in_flight(self) -> int:
+        """How many requests a feeder keeps handed in: 2 x the batch the engine runs (read from the engine once it is
+        open; before that its max_num_seqs option, or vLLM's smallest default, 256)."""
+        batch = self._in_flight.full_at or getattr(self.options, "max_num_seqs", None) or 256
+        return self.options.in_flight or 2 * batch
+
+    def stats(self) -> dict[str, Any]:
+        """Generation-window figures of this engine (see InFlight); recorded in the manifest's run statistics."""
+        return {"engine": self.name, "target_in_flight": self.target_in_flight(), **self._in_flight.stats()}
+
+    def _generate_counted(self, chunks: list[dict[str, Any]]) -> list[Generation]:
+        """Every chunk was counted in flight by the caller; each is finished exactly once here, whatever happens."""
+        unfinished, lock = len(chunks), threading.Lock()
+
+        def finish(n: int, **kw) -> None:  # a backend may still report a request after its batch failed: count once
+            nonlocal unfinished
+            with lock:
+                n = min(n, unfinished)
+                unfinished -= n
+            if n:
+                self._in_flight.finish(n, **kw)
+
+        def on_done(request: Request, completion: Completion) -> None:
+            finish(1, output_tokens=completion.completion_tokens, answered=True)
+            self._remember(request, completion)
+
+        try:
+            self._open()
+            identity = self.identity()
+            answers: dict[int, Generation] = {}
+            requests: dict[int, Request] = {}
+            for i, chunk in enumerate(chunks):
+                request, overflow = self._request(chunk, identity)
+                if overflow:
+                    answers[i] = overflow
+                else:
+                    requests[i] = request
+            cached = self._cache.get_many([r.key for r in requests.values()]) if self._cache else {}
+            to_send = [r for r in requests.values() if r.key not in cached]
+            finish(len(chunks) - len(to_send))  # answered without the backend
+            if to_send:
+                self._in_flight.sending()
+            fresh = dict(zip((r.key for r in to_send), self._complete(to_send, on_done))) if to_send else {}
+            for i, request in requests.items():
+                completion = Completion(**cached[request.key]) if request.key in cached else fresh[request.key]
+                answers[i] = self._generation(chunks[i], request, completion)
+            return [answers[i] for i in range(len(chunks))]
+        finally:
+            finish(unfinished)
 
     def close(self) -> None:
+        if self._callers is not None:
+            self._callers.shutdown(wait=False, cancel_futures=True)
+            self._callers = None
         if self._cache:
             self._cache.close()
             self._cache = None

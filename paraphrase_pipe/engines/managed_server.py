@@ -138,6 +138,11 @@ class ManagedServerEngine(OpenAIEngine):
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
+    def concurrency(self) -> int:
+        """Twice what each server schedules at once, so its own waiting queue always holds a full batch."""
+        per_server = 2 * self.options.max_num_seqs if self.options.max_num_seqs else 1024
+        return self.options.concurrency or per_server * max(len(self.servers), 1)
+
     def _check_endpoints(self) -> None:
         if self.options.endpoints:
             raise EngineError("--serve starts its own servers: drop --endpoint (or drop --serve to use those endpoints)")

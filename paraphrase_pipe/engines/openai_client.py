@@ -45,7 +45,9 @@ class EndpointsDown(EngineError):
 class OpenAIOptions(GenerationOptions):
     endpoints: list[str] = Field(default_factory=list, description="base URLs, e.g. http://10.0.0.5:8000")
     served_model_name: str | None = Field(None, description="`model` sent in requests [default: model]")
-    concurrency: int = Field(64, ge=1, description="requests in flight per worker process")
+    concurrency: int | None = Field(None, ge=1, description="requests in flight at the servers for the whole build (Ray/"
+                                    "Dask workers split it) [default: 512; --serve: 2 x max_num_seqs per server, or "
+                                    "1024 per server when unset]")
     request_timeout: float = Field(600, gt=0, description="seconds for one request")
     connect_timeout: float = Field(10, gt=0)
     down_timeout: float = Field(300, gt=0, description="stop when every endpoint has failed this long")
@@ -105,6 +107,9 @@ class OpenAIEngine(LLMEngine):
             raise EngineError("engine 'openai' needs at least one --endpoint URL (or --serve to start vLLM servers)")
 
     # ---- start-up: the prompt renderer, the I/O thread, and the context length ------------------------------------
+    def concurrency(self) -> int:
+        return self.options.concurrency or 512
+
     def _make_renderer(self) -> PromptRenderer:
         try:
             return super()._make_renderer()
@@ -122,6 +127,7 @@ class OpenAIEngine(LLMEngine):
             return served
 
     def _start(self) -> None:
+        self._in_flight.full_at = self.concurrency()  # the engine is "full" when every slot holds a request
         self._endpoints = [_Endpoint(url) for url in self.options.endpoints]
         self._loop = asyncio.new_event_loop()
         self._io = threading.Thread(target=self._loop.run_forever, name="openai-client", daemon=True)
@@ -163,7 +169,7 @@ class OpenAIEngine(LLMEngine):
 
     def _client(self, timeout: float | None = None) -> httpx.AsyncClient:
         o = self.options
-        limits = httpx.Limits(max_connections=o.concurrency, max_keepalive_connections=o.concurrency)
+        limits = httpx.Limits(max_connections=self.concurrency(), max_keepalive_connections=self.concurrency())
         return httpx.AsyncClient(timeout=httpx.Timeout(timeout or o.request_timeout, connect=o.connect_timeout),
                                  limits=limits, headers=self._headers())
 
@@ -172,7 +178,7 @@ class OpenAIEngine(LLMEngine):
 
     async def _complete_all(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
         if self._http is None:  # one client and one bound on requests in flight for every batch of this engine
-            self._http, self._slots = self._client(), asyncio.Semaphore(self.options.concurrency)
+            self._http, self._slots = self._client(), asyncio.Semaphore(self.concurrency())
 
         async def one(request: Request) -> Completion:
             async with self._slots:

@@ -82,6 +82,9 @@ def load_model_tokenizer(name: str, revision: str | None = None):
     """The model's own Hugging Face tokenizer (local dir or hub id): it owns the chat template."""
     from transformers import AutoTokenizer
 
+    from paraphrase_pipe.tokenizer import check_hub
+
+    check_hub(name)  # unreachable: offline at once, not a minute of retries
     try:
         return AutoTokenizer.from_pretrained(name, revision=revision)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message

@@ -1,10 +1,11 @@
 """`vllm`: vLLM in-process. One engine per GPU (or tensor-parallel group): the local executor keeps it in the driver
 process, the Ray executor runs one per actor (`replicas` actors, `num_gpus` each).
 
-One thread owns the engine and steps it directly (what `LLM.generate` does inside). Every generate() call —
-from any thread — hands its requests to that thread, so requests of concurrent batches share one continuous batch
-(the next batch fills the engine while the previous one drains), and each finished completion reaches the request
-cache immediately: a crash mid-batch loses only requests still running.
+One thread owns the engine and steps it directly (what `LLM.generate` does inside). Every generate()/submit() call —
+from any thread — hands its requests to that thread, so requests of concurrent batches share one continuous batch,
+and each finished completion reaches the request cache immediately: a crash mid-batch loses only requests still
+running. The feeder (executors/local.py) keeps 2 x max_num_seqs requests handed in, so vLLM's own waiting queue
+always holds a full batch to schedule next.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from paraphrase_pipe.engines import EngineError
 from paraphrase_pipe.engines.engine_log import OOM, start_failure, tee_output
-from paraphrase_pipe.engines.llm import Completion, GenerationOptions, LLMEngine, OnDone, Request
+from paraphrase_pipe.engines.llm import Completion, GenerationOptions, InFlight, LLMEngine, OnDone, Request
 from paraphrase_pipe.engines.request_cache import WORK_DIR
 from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs
 
@@ -62,6 +63,10 @@ class VLLMEngine(LLMEngine):
                 kind = "ran out of memory while starting" if OOM.search(why) else "could not start"
                 raise EngineError(f"vLLM {kind} {o.model!r}: {why}") from exc
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        # the scheduler's own batch width (vLLM picks it per GPU when unset): the feeder keeps twice that handed in
+        self._in_flight.full_at = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        self._unfinished = InFlight()  # vLLM's own count of unfinished requests, read by the stepper at every step
+        self._unfinished.full_at = self._in_flight.full_at
         self._inbox: queue.Queue[_Batch] = queue.Queue()
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
@@ -97,11 +102,14 @@ class VLLMEngine(LLMEngine):
             except queue.Empty:
                 batch = None
             while batch is not None:
-                for request in batch.requests:
+                # token prompts go through the engine's renderer, as LLM.generate does (raw prompts in add_request
+                # are deprecated); vLLM 0.26 and 0.32 both have it
+                inputs = engine.renderer.render_cmpl([TokensPrompt(prompt_token_ids=r.prompt) for r in batch.requests])
+                for request, engine_input in zip(batch.requests, inputs):
                     params = SamplingParams(temperature=o.temperature, top_p=o.top_p, max_tokens=request.max_tokens,
                                             seed=request.seed, stop=o.stop, output_kind=RequestOutputKind.FINAL_ONLY)
                     rid = f"pp-{next(self._ids)}"
-                    engine.add_request(rid, TokensPrompt(prompt_token_ids=request.prompt), params)
+                    engine.add_request(rid, engine_input, params)
                     live[rid] = (batch, request, time.perf_counter())
                 try:
                     batch = self._inbox.get_nowait()
@@ -110,6 +118,7 @@ class VLLMEngine(LLMEngine):
             if not live:
                 continue
             try:
+                self._unfinished.observe(engine.get_num_unfinished_requests())
                 outputs = engine.step()
                 for out in outputs:
                     if out.finished and out.request_id in live:
@@ -122,6 +131,14 @@ class VLLMEngine(LLMEngine):
                 for batch, _, _ in live.values():
                     batch.fail(exc)
                 return
+
+    def stats(self) -> dict[str, Any]:
+        """Adds the occupancy read from vLLM's own counter (what the scheduler saw), next to the feeder's count."""
+        stats = super().stats()
+        if self._stepper is not None:
+            engine = self._unfinished.stats()
+            stats["engine_counter"] = {k: engine.get(k) for k in ("mean_in_flight", "full_fraction", "window_s")}
+        return stats
 
     def close(self) -> None:
         if self._stepper is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from paraphrase_pipe.console import app
 from paraphrase_pipe.evaluate import cli_options as o
 from paraphrase_pipe.evaluate import defaults as d
 from paraphrase_pipe.evaluate.errors import EvalError
@@ -24,6 +25,7 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
     return dict(i.split("=", 1) for i in items)
 
 
+@app.command("eval")
 def eval_command(
     model: list[str] = o.MODEL,
     suite: list[str] = typer.Option(["all"], "--suite", "-s", help="recall (= jrt + synthetic) | jrt | synthetic | "

@@ -2,12 +2,14 @@
 
 The loaded model object goes through lm-eval's own Hugging Face wrapper (`HFLM(pretrained=model, ...)`), so any HF
 causal LM — our hybrids included — is scored exactly as lm-eval scores a hub model, on lm-eval's task definitions.
-`include_path` adds task YAMLs of your own (the offline tests use one over local files).
+`include_path` adds task YAMLs of your own (the offline tests use one over local files); relative `data_files`
+in them are read from the YAML's folder, wherever the command runs.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from paraphrase_pipe.evaluate.defaults import COMMONSENSE_TASKS
 from paraphrase_pipe.evaluate.errors import EvalError
@@ -29,9 +31,37 @@ def evaluate_commonsense(model, tokenizer, model_name: str, tasks=COMMONSENSE_TA
     if missing:
         raise EvalError(f"lm-eval knows no task {missing} (add task YAMLs with --lm-eval-include)")
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    out = simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit, num_fewshot=num_fewshot,
+    out = simple_evaluate(model=lm, tasks=[_local_files_resolved(manager, t) for t in tasks], task_manager=manager, limit=limit, num_fewshot=num_fewshot,
                           log_samples=False, bootstrap_iters=bootstrap_iters)
     return to_results(out, model_name)
+
+
+def _local_files_resolved(manager, task: str):
+    """The task's own config with relative `dataset_kwargs.data_files` made absolute against its YAML's folder
+    (lm-eval resolves them against the working directory), or the task name when there is nothing to resolve."""
+    entry = manager.task_index.get(task)
+    path = getattr(entry, "yaml_path", None)
+    if not path:
+        return task
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = load_yaml(path)
+    files = (cfg.get("dataset_kwargs") or {}).get("data_files")
+    if not files or "task" not in cfg:
+        return task
+    base = Path(path).parent
+
+    def resolve(f):
+        if isinstance(f, str):
+            return str(base / f) if not Path(f).is_absolute() and "://" not in f and (base / f).exists() else f
+        if isinstance(f, list):
+            return [resolve(x) for x in f]
+        return {k: resolve(v) for k, v in f.items()} if isinstance(f, dict) else f
+
+    fixed = resolve(files)
+    if fixed == files:
+        return task
+    return {**cfg, "dataset_kwargs": {**cfg["dataset_kwargs"], "data_files": fixed}}
 
 
 def to_results(out: dict, model_name: str) -> list[Result]:

@@ -8,7 +8,6 @@ id, a local parquet / jsonl / json / csv / Arrow file or folder, a `datasets.sav
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -104,15 +103,22 @@ def _from_hub(name: str, split: str) -> list[dict]:
     try:
         return datasets.load_dataset(name, split=split).to_list()
     except Exception as exc:  # noqa: BLE001 - datasets raises many types; the user needs one message
-        offline = " (HF_HUB_OFFLINE=1: only local files work)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-        raise EvalError(f"cannot load dataset {name!r} split {split!r}{offline}: {type(exc).__name__}: {exc}") from None
+        from paraphrase_pipe.hub import offline_hint
+
+        raise EvalError(f"cannot load dataset {name!r} split {split!r}{offline_hint('local files')}: "
+                        f"{type(exc).__name__}: {exc}") from None
 
 
 def _build_documents(out: Path) -> list[str]:
-    manifest = json.loads((out / "manifest.json").read_text())
+    from paraphrase_pipe.output.errors import ManifestError
+    from paraphrase_pipe.output.reader import BuildOutput
+
+    try:
+        build = BuildOutput.open(out)
+    except ManifestError as exc:
+        raise EvalError(str(exc)) from None
     docs: dict[str, list[str]] = {}
-    for shard in manifest.get("shards", []):
-        table = _read_table(out / shard["path"]).select(["doc_id", "original"])
+    for _, table in build.tables("shards", columns=["doc_id", "original"]):
         seen: set[tuple[str, str]] = set()  # a chunk appears once per layout: keep its first row
         for doc_id, original in zip(*(table.column(c).to_pylist() for c in ("doc_id", "original"))):
             if (doc_id, original) not in seen:

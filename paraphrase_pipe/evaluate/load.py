@@ -6,13 +6,13 @@ randomly initialised model of `paraphrase_pipe.models`, for speed runs). NAME la
 from __future__ import annotations
 
 import gc
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from paraphrase_pipe.evaluate.errors import EvalError
+from paraphrase_pipe.hub import missing_local_path, offline_hint
 
 
 @dataclass
@@ -75,10 +75,12 @@ def load_tokenizer(spec: str):
     else:
         from transformers import AutoTokenizer
 
+        if missing_local_path(spec):
+            raise EvalError(f"{spec}: no such tokenizer directory")
         try:
             tok = AutoTokenizer.from_pretrained(spec)
         except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message
-            raise EvalError(f"cannot load a tokenizer from {spec!r}{_offline()}: {type(exc).__name__}: {exc}") from None
+            raise EvalError(f"cannot load a tokenizer from {spec!r}{offline_hint()}: {type(exc).__name__}: {exc}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -89,13 +91,14 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", tokenizer: 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if path.startswith("preset:"):
-        model = _preset(path.removeprefix("preset:"))
         if tokenizer is None:
             raise EvalError(f"{spec}: a preset has no tokenizer; pass --tokenizer (e.g. builtin:gpt2)")
+        tok = load_tokenizer(tokenizer)
+        model = _preset(path.removeprefix("preset:"), vocab_size=len(tok))  # sized to the tokenizer, as `train` does
     else:
         model = _pretrained(path, dt)
+        tok = load_tokenizer(tokenizer or path)
     model = model.to(device=dev, dtype=dt).eval()
-    tok = load_tokenizer(tokenizer or path)
     vocab = _vocab_size(model)
     if vocab and len(tok) > vocab:
         raise EvalError(f"{spec}: the tokenizer has {len(tok)} tokens but the model only {vocab} embeddings "
@@ -132,16 +135,16 @@ def _pretrained(path: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     _register_ours()
-    if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
+    if missing_local_path(path):
         raise EvalError(f"{path}: no such model directory")
     try:
         return AutoModelForCausalLM.from_pretrained(str(Path(path).expanduser()) if Path(path).expanduser().is_dir()
                                                     else path, dtype=dtype)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types; the user needs one message
-        raise EvalError(f"cannot load model {path!r}{_offline()}: {type(exc).__name__}: {exc}") from None
+        raise EvalError(f"cannot load model {path!r}{offline_hint()}: {type(exc).__name__}: {exc}") from None
 
 
-def _preset(name: str):
+def _preset(name: str, vocab_size: int):
     _register_ours()
     try:
         from paraphrase_pipe.models import PRESETS, build_model
@@ -149,7 +152,7 @@ def _preset(name: str):
         raise EvalError(f"preset:{name} needs paraphrase_pipe.models ({exc})") from None
     if name not in PRESETS:
         raise EvalError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return build_model(name)
+    return build_model(name, vocab_size=vocab_size)
 
 
 def _register_ours() -> None:
@@ -158,7 +161,3 @@ def _register_ours() -> None:
     except ModuleNotFoundError as exc:
         if exc.name != "paraphrase_pipe.models":
             raise
-
-
-def _offline() -> str:
-    return " (HF_HUB_OFFLINE=1: only local directories work)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""

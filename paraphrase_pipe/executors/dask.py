@@ -69,13 +69,10 @@ def _client(config: BuildConfig):
 def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> None:
     from dask.distributed import as_completed
 
-    if pipeline.engine_placement != "worker":
-        raise ConfigError(
-            f"engine {pipeline.config.engine!r} runs the model in-process, which the dask executor does not place; "
-            "serve the model with vLLM and use the 'openai' engine, or use --executor local/ray"
-        )
+    pipeline.engine_site("dask")  # refuses engines this executor cannot place
     with _client(pipeline.config) as client:
-        shared = client.scatter(pipeline, broadcast=True)  # the committed-id set travels once per worker
+        workers = min(len(client.scheduler_info()["workers"]) or 1, pipeline.config.workers or len(tasks) or 1)
+        shared = client.scatter(pipeline.sharing_clients(workers), broadcast=True)  # the pipeline (config) travels once per worker
 
         def submit(batch: Iterable[Task]) -> list:
             return [client.submit(_run_task, shared, task, pure=False) for task in batch]

@@ -1,25 +1,33 @@
 """`local`: a process pool on one machine (the embedded default).
 
-Worker-placed engines (none, HTTP clients) run the whole task inside each worker. A driver-placed engine (vLLM
-in-process on the local GPU) stays in this process: workers read/chunk and filter/write around it.
+`none` runs whole tasks inside each worker. Any LLM engine (vLLM in-process on the local GPU, or one HTTP client
+for the servers) runs once, in this process, and is fed continuously: CPU workers read/chunk ahead of it and
+filter/write behind it, and the feeder keeps `engine.target_in_flight()` chunks handed in — refilled as answers
+arrive, several tasks per call when tasks are small — so the engine never waits for a task to finish or start.
+Each call's answers are split back into whole tasks before filter/write, so the shards do not depend on how the
+engine was fed (a resumed build writes the same bytes).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+import pyarrow as pa
 
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import Task
 
 _state: dict = {}
-ENGINE_BATCHES_IN_FLIGHT = 2
+POLL_S = 0.05  # the feeder looks at the engine's in-flight count this often while it waits
+READ_AHEAD = 2  # chunks kept read and waiting, in units of the engine's in-flight target
 
 
 def _init(pipeline: Pipeline) -> None:
     _state["pipeline"] = pipeline
-    _state["engine"] = pipeline.make_engine() if pipeline.engine_placement == "worker" else None
+    _state["engine"] = pipeline.make_engine() if pipeline.engine_site("local") == "workers" else None
 
 
 def _whole(task: Task) -> list[dict]:
@@ -34,9 +42,11 @@ def _back(rows, generation: dict) -> list[dict]:
     return _state["pipeline"].back(rows, generation)
 
 
-def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> None:
+def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> dict | None:
+    """Returns the engine's generation-window statistics (driver-fed engines), for the manifest."""
     workers = pipeline.config.workers or os.cpu_count() or 1
-    if workers == 1 and pipeline.engine_placement == "worker":
+    in_workers = pipeline.engine_site("local") == "workers"
+    if workers == 1 and in_workers:
         _init(pipeline)
         try:
             for task in tasks:
@@ -44,12 +54,12 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
                     on_shard(meta)
         finally:
             _state["engine"].close()
-        return
+        return None
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(pipeline,)) as pool:
-        if pipeline.engine_placement == "worker":
+        if in_workers:
             _drain({pool.submit(_whole, t) for t in tasks}, on_shard)
-        else:
-            _around_driver_engine(pool, pipeline, tasks, on_shard)
+            return None
+        return _feed_driver_engine(pool, workers, pipeline, tasks, on_shard)
 
 
 def _drain(pending: set[Future], on_shard) -> None:
@@ -60,27 +70,57 @@ def _drain(pending: set[Future], on_shard) -> None:
                 on_shard(meta)
 
 
-def _around_driver_engine(pool, pipeline: Pipeline, tasks: list[Task], on_shard) -> None:
+def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task], on_shard) -> dict:
     engine = pipeline.make_engine()
     generation = engine.identity()
+    todo = deque(tasks)
+    ready: deque[pa.Table] = deque()  # chunk rows read and chunked, waiting for room in the engine
+    fronts: set[Future] = set()
+    middles: set[Future] = set()
+    backs: set[Future] = set()
+    read_rows, read_tasks = 0, 0  # how many rows a task yields, on average so far
     try:
-        fronts = {pool.submit(_front, t) for t in tasks}
-        middles: set[Future] = set()
-        backs: set[Future] = set()
-        # two batches in the engine at once: the next one fills it while the previous one drains (engines are thread-safe)
-        with ThreadPoolExecutor(ENGINE_BATCHES_IN_FLIGHT) as feeder:
-            while fronts or middles or backs:
-                done, _ = wait(fronts | middles | backs, return_when=FIRST_COMPLETED)
-                for future in done:
-                    if future in fronts:
-                        fronts.discard(future)
-                        middles.add(feeder.submit(pipeline.middle, future.result(), engine))
-                    elif future in middles:
-                        middles.discard(future)
-                        backs.add(pool.submit(_back, future.result(), generation))
-                    else:
-                        backs.discard(future)
-                        for meta in future.result():
-                            on_shard(meta)
+        while todo or fronts or ready or middles or backs:
+            target = engine.target_in_flight()
+            rows_per_task = read_rows / read_tasks if read_tasks else target / workers
+            waiting = sum(t.num_rows for t in ready) + rows_per_task * len(fronts)
+            # read ahead just enough that the engine can always be refilled (bounded memory at any corpus size)
+            while todo and len(fronts) < workers and waiting < READ_AHEAD * target:
+                fronts.add(pool.submit(_front, todo.popleft()))
+                waiting += rows_per_task
+            room = target - engine.in_flight()
+            # refill in one batch per quarter of the target (or whatever is left at the end): few, large calls
+            if ready and (room >= max(target // 4, 1) or not (todo or fronts)):
+                batch = _take(ready, max(room, 1))
+                middles.add(pipeline.submit_middle(batch, engine))
+                continue
+            done, _ = wait(fronts | middles | backs, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future in fronts:
+                    fronts.discard(future)
+                    rows = future.result()
+                    read_rows, read_tasks = read_rows + rows.num_rows, read_tasks + 1
+                    if rows.num_rows:
+                        ready.append(rows)
+                elif future in middles:
+                    middles.discard(future)
+                    for task_rows in pipeline.per_task(future.result()):
+                        backs.add(pool.submit(_back, task_rows, generation))
+                else:
+                    backs.discard(future)
+                    for meta in future.result():
+                        on_shard(meta)
+        return engine.stats()
     finally:
         engine.close()
+
+
+def _take(ready: deque[pa.Table], rows: int) -> pa.Table:
+    """Whole tasks from the front of the queue until about `rows` rows (at least one task; a task is never split,
+    so its answers come back together)."""
+    taken, count = [], 0
+    while ready and count < rows:
+        table = ready.popleft()
+        taken.append(table)
+        count += table.num_rows
+    return pa.concat_tables(taken) if len(taken) > 1 else taken[0]

@@ -71,10 +71,18 @@ class _Back:
 def _engine_cpus(pipeline: Pipeline) -> int:
     """CPUs the engine actors reserve. The CPU steps must leave them free, or their actors can hold every CPU
     while an engine actor waits for one, and the pipeline deadlocks."""
-    if pipeline.engine_placement != "driver":
+    if pipeline.engine_site("ray") != "actors":
         return 0
     hints = _pool_hints(pipeline)
     return math.ceil(hints.replicas * hints.num_cpus)
+
+
+def _calls_per_actor(pipeline: Pipeline) -> int:
+    """Concurrent batches per engine actor: its in-flight target (2 x max_num_seqs; vLLM's default on a large GPU
+    is 1024 sequences) in batches of `batch_size`, plus one being refilled."""
+    options = pipeline.config.engine_options
+    target = options.get("in_flight") or 2 * (VLLMEngineArgs(**options).max_num_seqs or 1024)
+    return math.ceil(target / _pool_hints(pipeline).batch_size) + 1
 
 
 def _pool_hints(pipeline: Pipeline) -> ActorPoolHints:
@@ -103,8 +111,8 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
     _init_ray(pipeline)
     cpus = pipeline.config.workers or max(int(ray.cluster_resources().get("CPU", 1)) - _engine_cpus(pipeline), 1)
     ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks], override_num_blocks=max(len(tasks), 1))
-    if pipeline.engine_placement == "worker":
-        ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
+    if pipeline.engine_site("ray") == "workers":
+        ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline.sharing_clients(cpus),), batch_size=1, batch_format="pyarrow", concurrency=cpus)
     else:
         ds = ds.map_batches(_Front, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
         hints = _pool_hints(pipeline)
@@ -113,8 +121,9 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
             fn_constructor_args=(pipeline,),
             batch_format="pyarrow",
             batch_size=hints.batch_size,
-            # two batches per engine actor at once (engines are thread-safe): the next fills it while one drains
-            compute=ray.data.ActorPoolStrategy(size=hints.replicas, max_concurrent_calls_per_actor=2,
+            # enough batches per engine actor at once (engines are thread-safe) to keep its in-flight target
+            # handed in: the next batches fill the engine while others drain
+            compute=ray.data.ActorPoolStrategy(size=hints.replicas, max_concurrent_calls_per_actor=_calls_per_actor(pipeline),
                                                enable_true_multi_threading=True),
             num_gpus=float(hints.actor_gpus(VLLMEngineArgs(**pipeline.config.engine_options).tensor_parallel_size)),
             num_cpus=hints.num_cpus,

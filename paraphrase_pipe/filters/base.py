@@ -3,7 +3,6 @@ reject reason for each side of the band. Gates are pydantic models so a recipe v
 thresholds land in the config hash and the manifest."""
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
 import numpy as np
@@ -66,5 +65,6 @@ def load_error(gate: str, what: str, name: str, exc: Exception) -> FilterError:
     """One readable line for a model that does not load (hub down, offline, bad path, missing package)."""
     if isinstance(exc, ImportError):
         return FilterError(f"{gate} gate needs `pip install 'paraphrase-pipe[filters]'` ({exc.name or exc} missing)")
-    offline = " (HF_HUB_OFFLINE=1: only local directories work)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-    return FilterError(f"{gate} gate: cannot load {what} {name!r}{offline}: {type(exc).__name__}: {exc}")
+    from paraphrase_pipe.hub import offline_hint
+
+    return FilterError(f"{gate} gate: cannot load {what} {name!r}{offline_hint()}: {type(exc).__name__}: {exc}")

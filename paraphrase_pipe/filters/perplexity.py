@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from paraphrase_pipe.filters.base import Gate, load_error, resolve_device
+from paraphrase_pipe.tokenizer import check_hub
 
 DEFAULT_REFERENCE = "state-spaces/mamba-2.8b-hf"
 
@@ -28,6 +29,7 @@ def load_reference(name: str, device: str, dtype: str):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        check_hub(name)  # unreachable: offline at once, not a minute of retries
         tokenizer = AutoTokenizer.from_pretrained(name)
         if dtype == "auto":
             dtype = "bfloat16" if device.startswith("cuda") else "float32"

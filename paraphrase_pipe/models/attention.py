@@ -5,7 +5,8 @@ Parameter names follow mamba_ssm's `MHA` (fused `in_proj` = [q | k, v interleave
 channels, so hybrid state-spaces checkpoints (e.g. mamba2attn) load unchanged.
 
 The mask comes from the `SequenceContext`: None = plain causal (SDPA picks flash / memory-efficient kernels on
-CUDA), otherwise a boolean block-diagonal causal mask built from the document ids.
+CUDA); for packed rows a FlexAttention block mask (document-causal, CUDA) or a dense boolean block-diagonal
+causal mask for SDPA (CPU, and whenever a KV cache is involved).
 """
 
 from __future__ import annotations
@@ -41,16 +42,33 @@ def append_kv(ctx: SequenceContext, key: str, k: torch.Tensor, v: torch.Tensor):
     return k, v
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None = None):
-    """Softmax attention of q (B, L, H, D) over k, v (B, T, Hkv, D); mask (B, 1, L, T) bool or None (causal)."""
+_flex = {}
+
+
+def _flex_attention(device: torch.device):
+    """flex_attention, compiled on CUDA (its eager form is a slow reference); eager elsewhere."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention
+    if "compiled" not in _flex:
+        _flex["compiled"] = torch.compile(flex_attention, dynamic=False)
+    return _flex["compiled"]
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: SequenceContext, scale: float | None = None):
+    """Softmax attention of q (B, L, H, D) over k, v (B, T, Hkv, D) under the context's mask."""
     groups = q.shape[2] // k.shape[2]
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if ctx.block_mask is not None:
+        out = _flex_attention(q.device)(q, k, v, block_mask=ctx.block_mask, scale=scale, enable_gqa=groups > 1)
+        return out.transpose(1, 2)
     if groups > 1:
-        k = k.repeat_interleave(groups, dim=2)
-        v = v.repeat_interleave(groups, dim=2)
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-        attn_mask=mask, is_causal=mask is None and q.shape[1] > 1, scale=scale,
-    )
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    mask = ctx.attn_mask
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1,
+                                         scale=scale)
     return out.transpose(1, 2)
 
 
@@ -75,5 +93,5 @@ class SelfAttention(nn.Module):
         q = apply_rotary(q, ctx.positions, self.rotary_emb_dim, self.rotary_emb_base)
         k = apply_rotary(k, ctx.positions, self.rotary_emb_dim, self.rotary_emb_base)
         k, v = append_kv(ctx, self.cache_key, k, v)
-        out = attend(q, k, v, ctx.attn_mask, self.softmax_scale)
+        out = attend(q, k, v, ctx, self.softmax_scale)
         return self.out_proj(out.reshape(b, l, -1))

@@ -39,12 +39,12 @@ class ParallelMixer(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
         s, a = self.ssm(x, ctx), self.attn(x, ctx)
-        if f"{self.layer_idx}.ssm" in ctx.skip_branches:
+        if f"{self.layer_idx}.ssm" in ctx.hooks.skip_branches:
             s = torch.zeros_like(s)
-        if f"{self.layer_idx}.attn" in ctx.skip_branches:
+        if f"{self.layer_idx}.attn" in ctx.hooks.skip_branches:
             a = torch.zeros_like(a)
-        if ctx.record is not None:
-            ctx.record["branch_outputs"][self.layer_idx] = {"ssm": s, "attn": a}
+        if ctx.hooks.record is not None:
+            ctx.hooks.record["branch_outputs"][self.layer_idx] = {"ssm": s, "attn": a}
         return self.merge(s, a, ctx)
 
 
@@ -68,8 +68,8 @@ class Block(GradientCheckpointingLayer):
     def forward(self, hidden: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
         residual = hidden.float() if self.residual_in_fp32 else hidden
         out = self.mixer(self.norm(hidden.to(self.norm.weight.dtype)), ctx)
-        if ctx.record is not None:
-            ctx.record["mixer_outputs"].append(out)
+        if ctx.hooks.record is not None:
+            ctx.hooks.record["mixer_outputs"].append(out)
         hidden = residual + out
         if self.mlp is not None:
             hidden = hidden + self.mlp(self.norm2(hidden.to(self.norm2.weight.dtype)))

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .configuration import HybridConfig
+from .initialization import mark_no_weight_decay
 
 # mamba_ssm's MHA defaults, which differ from ours: a state-spaces attn_cfg is read with these.
 _MHA_DEFAULTS = {"qkv_proj_bias": True, "out_proj_bias": True, "rotary_emb_dim": 0, "causal": False}
@@ -106,6 +107,7 @@ def model_from_state_dict(config: HybridConfig, state: dict[str, torch.Tensor]):
         if tuple(value.shape) != tuple(want):
             raise ValueError(f"checkpoint tensor {key} has shape {tuple(value.shape)}, the config says {tuple(want)}")
     model.load_state_dict(state, strict=False, assign=True)
+    mark_no_weight_decay(model)  # assign replaced the parameters
     if config.tie_word_embeddings:
         model.lm_head.weight = model.backbone.embedding.weight
     return model.eval()
@@ -169,3 +171,74 @@ def load_transformers_dir(path: str | os.PathLike, **overrides):
     path = Path(path)
     config = config_from_transformers(AutoConfig.from_pretrained(path), **overrides)
     return model_from_state_dict(config, _from_hf_names(read_weights(path)))
+
+
+def config_to_transformers(config: HybridConfig):
+    """transformers' own `MambaConfig` / `Mamba2Config` for a pure Mamba model, or None when a field has no
+    transformers equivalent (attention or MLP layers, LayerNorm, grouped norms, skipped layers, ...).
+    Checked by mapping back: `config_from_transformers` must give the same mixer and model settings."""
+    from transformers import Mamba2Config, MambaConfig
+
+    if (config.arch != "mamba" or config.d_intermediate or not config.rms_norm or config.skip_layers
+            or config.skip_branches):
+        return None
+    ssm = config.ssm_kwargs()
+    common = dict(vocab_size=config.padded_vocab_size, hidden_size=config.d_model,
+                  num_hidden_layers=config.n_layer, layer_norm_epsilon=config.norm_epsilon,
+                  residual_in_fp32=config.residual_in_fp32, tie_word_embeddings=config.tie_word_embeddings,
+                  state_size=ssm["d_state"], conv_kernel=ssm["d_conv"], expand=ssm["expand"], use_bias=ssm["bias"],
+                  use_conv_bias=ssm["conv_bias"],
+                  **{k: getattr(config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
+    if config.ssm_layer == "mamba1":
+        hf = MambaConfig(time_step_rank=ssm["dt_rank"], **common)
+    else:
+        d_inner = ssm["expand"] * config.d_model
+        hf = Mamba2Config(head_dim=ssm["headdim"], num_heads=d_inner // ssm["headdim"], n_groups=ssm["ngroups"],
+                          chunk_size=ssm["chunk_size"], time_step_limit=tuple(ssm["dt_limit"]), **common)
+    try:
+        back = config_from_transformers(hf)
+    except ValueError:
+        return None
+    model_fields = ("d_model", "n_layer", "padded_vocab_size", "norm_epsilon", "residual_in_fp32", "ssm_layer")
+    if any(getattr(back, f) != getattr(config, f) for f in model_fields):
+        return None
+    return hf if _same_ssm(back.ssm_kwargs(), ssm, config.d_model) else None
+
+
+def _same_ssm(a: dict, b: dict, d_model: int) -> bool:
+    """Mixer settings equal for the forward (init-only fields such as dt_min are not part of a checkpoint)."""
+    import math
+
+    def resolved(kw):
+        kw = dict(kw)
+        if kw.get("dt_rank") == "auto":
+            kw["dt_rank"] = math.ceil(d_model / 16)
+        kw["dt_limit"] = tuple(kw.get("dt_limit", (0.0, float("inf"))))
+        return {k: v for k, v in kw.items() if k not in _INIT_ONLY}
+
+    return resolved(a) == resolved(b)
+
+
+_INIT_ONLY = {"dt_min", "dt_max", "dt_init", "dt_scale", "dt_init_floor", "A_init_range"}
+
+
+def export_transformers(model, path: str | os.PathLike, state_dict: dict | None = None) -> Path:
+    """Save a pure Mamba-1 / Mamba-2 model as transformers' `MambaForCausalLM` / `Mamba2ForCausalLM` (loads with
+    no project code and no trust_remote_code; vLLM and lm-eval read it natively)."""
+    from transformers import Mamba2ForCausalLM, MambaForCausalLM
+
+    hf_config = config_to_transformers(model.config)
+    if hf_config is None:
+        raise ValueError("only pure Mamba-1 / Mamba-2 models (RMSNorm, no MLP, one norm group) have a transformers "
+                         "MambaForCausalLM / Mamba2ForCausalLM equivalent")
+    cls = MambaForCausalLM if model.config.ssm_layer == "mamba1" else Mamba2ForCausalLM
+    state = state_dict if state_dict is not None else model.state_dict()
+    state = {k.replace("backbone.embedding.", "backbone.embeddings."): v.detach().cpu().contiguous()
+             for k, v in state.items()}
+    with torch.device("meta"):
+        hf = cls(hf_config)
+    hf.load_state_dict(state, strict=False, assign=True)
+    if hf_config.tie_word_embeddings:
+        hf.tie_weights()
+    hf.save_pretrained(path)
+    return Path(path)

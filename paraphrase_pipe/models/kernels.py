@@ -4,18 +4,23 @@ Mode ("auto" | "torch" | "cuda"): `HybridConfig.kernels`, overridden by the envi
 PARAPHRASE_PIPE_KERNELS. In "auto" the kernels are used when the tensors are on CUDA and `mamba_ssm` /
 `causal_conv1d` import cleanly; "cuda" insists (clear error otherwise); "torch" never uses them.
 mamba_ssm is imported lazily, only for a CUDA tensor: importing it on CPU would make transformers switch its own
-Mamba models to the kernels and crash (ENVIRONMENT.md), and it needs triton. Each choice is logged once.
+Mamba models to the kernels and crash (ENVIRONMENT.md), and it needs triton. Each choice is logged once;
+`record_paths()` tells a caller (benchmarks) which implementation each op ran inside its block.
 
 What runs where (CUDA path):
 - Mamba-2 scan: `mamba_chunk_scan_combined` (Triton), document resets via `seq_idx`;
 - Mamba-1 scan: `selective_scan_fn`; that kernel cannot reset its state inside a row, so packed batches with
-  `seq_idx` run the pure scan (logged);
+  `seq_idx` run the pure scan — a Python loop over time, ~1,500x slower per token — with one warning that says so,
+  or, with PARAPHRASE_PIPE_MAMBA1_PACKED=triton, the document-resetting Triton kernel of
+  `selective_scan_triton.py` (opt-in until its GPU check has run);
 - convolution: `causal_conv1d_fn` when causal_conv1d is installed (with `seq_idx`), else the pure conv;
 - decoding steps and forwards that continue a cached state run the pure functions (same math).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -28,15 +33,37 @@ from .selective_scan import selective_scan as _scan_torch
 from .ssd import ssd_scan as _ssd_torch
 
 ENV_VAR = "PARAPHRASE_PIPE_KERNELS"
+ATTENTION_ENV_VAR = "PARAPHRASE_PIPE_ATTENTION"
+MAMBA1_PACKED_ENV_VAR = "PARAPHRASE_PIPE_MAMBA1_PACKED"  # "triton": the document-resetting Triton scan (opt-in)
 log = logging.getLogger(__name__)
 _logged: set = set()
-LAST_PATH: dict[str, str] = {}  # op -> "cuda" | "torch" of its latest call (benchmarks label their rows with it)
+_paths: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kernel_paths", default=None)
+# Measured on an H100 (benchmarks/README.md, "Kernel paths"): Mamba-1 block fwd+bwd, bf16, per 1k tokens
+MAMBA1_PURE_SLOWDOWN = "1,520x"
 
 
-def _once(key, msg, *args):
+@contextlib.contextmanager
+def record_paths():
+    """`with record_paths() as paths: model(x)` -> paths == {"scan1" | "scan2" | "conv": "cuda" | "torch"}, the
+    implementation each op ran last inside the block (eager calls; compiled graphs do not report)."""
+    paths: dict[str, str] = {}
+    token = _paths.set(paths)
+    try:
+        yield paths
+    finally:
+        _paths.reset(token)
+
+
+def _ran(op: str, path: str) -> None:
+    paths = _paths.get()
+    if paths is not None and not torch.compiler.is_compiling():
+        paths[op] = path
+
+
+def _once(key, msg, *args, level=logging.INFO):
     if key not in _logged:
         _logged.add(key)
-        log.info(msg, *args)
+        log.log(level, msg, *args)
 
 
 def resolve_mode(configured: str = "auto") -> str:
@@ -101,18 +128,47 @@ def use_cuda(x: torch.Tensor, mode: str, op: str = "mamba_chunk_scan_combined") 
     return available
 
 
+def use_flex_attention(device: torch.device, mode: str = "auto") -> bool:
+    """Packed rows: FlexAttention with a document-causal block mask (sparse, flash-style kernels) instead of a
+    dense boolean mask for SDPA. On CUDA by default; `PARAPHRASE_PIPE_ATTENTION=flex | dense` overrides. Not on
+    CPU by default: in torch 2.13 CPU FlexAttention has no backward, its eager forward is ~12x slower than dense
+    SDPA at 1,024 tokens and compiling it costs 12-23 s (measured, benchmarks/README.md)."""
+    choice = os.environ.get(ATTENTION_ENV_VAR, "").strip().lower() or "auto"
+    if choice not in ("auto", "flex", "dense"):
+        raise ValueError(f"{ATTENTION_ENV_VAR} must be auto, flex or dense, got {choice!r}")
+    if choice != "auto":
+        return choice == "flex"
+    return device.type == "cuda" and resolve_mode(mode) != "torch"
+
+
 def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="auto"):
     """Mamba-1 scan; tensors (B, L, ·) as in `selective_scan.selective_scan`. Returns (y, final state)."""
+    if (seg is not None and state is None and x.is_cuda and resolve_mode(mode) != "torch"
+            and os.environ.get(MAMBA1_PACKED_ENV_VAR, "").lower() == "triton"):
+        _once("scan1-triton", "Mamba-1 scan, packed rows: document-resetting Triton kernel (%s=triton)",
+              MAMBA1_PACKED_ENV_VAR)
+        _ran("scan1", "triton")
+        return _selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg)
     if use_cuda(x, mode, "selective_scan_fn"):
         if seg is None and state is None:
             _once("scan1-cuda", "Mamba-1 scan: mamba_ssm selective_scan_fn (CUDA)")
-            LAST_PATH["scan1"] = "cuda"
+            _ran("scan1", "cuda")
             return _selective_scan_cuda(x, dt, A, B, C, D, z, dt_bias)
-        _once("scan1-reset", "Mamba-1 scan: packed documents (seq_idx) or cached state -> pure PyTorch scan "
-              "(the CUDA selective scan cannot reset its state)")
+        if seg is not None:
+            _once("scan1-reset", "Mamba-1 with packed rows (seq_idx) on CUDA: mamba_ssm's selective_scan_fn cannot "
+                  "reset its state at document boundaries, so every Mamba-1 layer runs the pure PyTorch scan, a "
+                  "Python loop over time that materialises (batch, length, d_inner, d_state) fp32 tensors: %s "
+                  "slower per token than the kernel (measured on an H100, benchmarks/README.md). Train Mamba-1 "
+                  "on unpacked rows, use a Mamba-2 model, or try the document-resetting Triton kernel "
+                  "(PARAPHRASE_PIPE_MAMBA1_PACKED=triton; GPU check: benchmarks/mamba1_packed_check.py)",
+                  MAMBA1_PURE_SLOWDOWN, level=logging.WARNING)
+    elif x.is_cuda and resolve_mode(mode) != "torch":
+        _once("scan1-nokernel", "Mamba-1 on CUDA without mamba_ssm's compiled selective_scan_fn: every Mamba-1 "
+              "layer runs the pure PyTorch scan, %s slower per token (benchmarks/README.md); build mamba-ssm "
+              "(benchmarks/gpu_setup.sh)", MAMBA1_PURE_SLOWDOWN, level=logging.WARNING)
     else:
         _once(("scan1-torch", x.device.type), "Mamba-1 scan: pure PyTorch on %s", x.device.type)
-    LAST_PATH["scan1"] = "torch"
+    _ran("scan1", "torch")
     return _scan_torch(x, dt, A, B, C, D, z, dt_bias, seg=seg, state=state)
 
 
@@ -120,10 +176,10 @@ def ssd_scan(x, dt, A, B, C, D, dt_bias, chunk_size, seg=None, state=None, dt_li
     """Mamba-2 scan; tensors as in `ssd.ssd_scan`. Returns (y, final state)."""
     if use_cuda(x, mode) and state is None:
         _once("scan2-cuda", "Mamba-2 scan: mamba_ssm mamba_chunk_scan_combined (Triton)")
-        LAST_PATH["scan2"] = "cuda"
+        _ran("scan2", "cuda")
         return _ssd_scan_cuda(x, dt, A, B, C, D, dt_bias, chunk_size, seg, tuple(dt_limit))
     _once(("scan2-torch", x.device.type), "Mamba-2 scan: pure PyTorch on %s", x.device.type)
-    LAST_PATH["scan2"] = "torch"
+    _ran("scan2", "torch")
     return _ssd_torch(x, dt, A, B, C, D, dt_bias, chunk_size, seg=seg, state=state, dt_limit=dt_limit)
 
 
@@ -132,10 +188,10 @@ def causal_conv(x, weight, bias, seg=None, state=None, mode="auto"):
     cuda_ok = x.is_cuda and resolve_mode(mode) != "torch" and state is None
     if cuda_ok and weight.shape[1] in (2, 3, 4) and x.shape[-1] % 8 == 0 and kernel_available("causal_conv1d_fn"):
         _once("conv-cuda", "causal conv: causal_conv1d_fn (CUDA)")
-        LAST_PATH["conv"] = "cuda"
+        _ran("conv", "cuda")
         return _causal_conv_cuda(x, weight, bias, seg)
     _once(("conv-torch", x.device.type), "causal conv: pure PyTorch on %s", x.device.type)
-    LAST_PATH["conv"] = "torch"
+    _ran("conv", "torch")
     return _conv_torch(x, weight, bias, seg=seg, state=state)
 
 
@@ -150,6 +206,13 @@ def _selective_scan_cuda(x, dt, A, B, C, D, z, dt_bias):
         delta_softplus=True, return_last_state=True,
     )
     return y.transpose(1, 2), last
+
+
+@torch.compiler.disable
+def _selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg):
+    from .selective_scan_triton import selective_scan_triton
+
+    return selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg)
 
 
 @torch.compiler.disable

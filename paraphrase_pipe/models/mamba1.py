@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from .kernels import causal_conv, selective_scan
 from .context import SequenceContext
 from .conv import conv_tail
-from .initialization import assign_, inverse_softplus_dt
+from .initialization import assign_, inverse_softplus_dt, mark_no_weight_decay
 
 
 class Mamba1(nn.Module):
     cache_key = "ssm"  # replaced by the module path when the model is built
+    no_weight_decay = ("A_log", "D")  # AdamW groups (initialization.py)
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank="auto",
                  dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random", dt_scale: float = 1.0,
@@ -37,6 +38,7 @@ class Mamba1(nn.Module):
         self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
         self.D = nn.Parameter(torch.empty(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        mark_no_weight_decay(self)
         self.init_parameters()
 
     def init_parameters(self) -> None:
@@ -58,11 +60,11 @@ class Mamba1(nn.Module):
         state = ctx.cache.states.get(self.cache_key, {}) if ctx.cache is not None else {}
         x, z = self.in_proj(hidden).chunk(2, dim=-1)
         weight = self.conv1d.weight.squeeze(1)
-        xc = kernels.causal_conv(x, weight, self.conv1d.bias, ctx.seg, state.get("conv"), ctx.kernels)
+        xc = causal_conv(x, weight, self.conv1d.bias, ctx.seg, state.get("conv"), ctx.kernels)
         dt, B, C = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)
         A = -torch.exp(self.A_log.float())
-        y, last = kernels.selective_scan(xc, dt, A, B, C, self.D, z, self.dt_proj.bias, ctx.seg, state.get("ssm"),
+        y, last = selective_scan(xc, dt, A, B, C, self.D, z, self.dt_proj.bias, ctx.seg, state.get("ssm"),
                                          ctx.kernels)
         if ctx.cache is not None:
             ctx.cache.states[self.cache_key] = {

@@ -10,15 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from .kernels import causal_conv, ssd_scan
 from .context import SequenceContext
 from .conv import conv_tail
-from .initialization import assign_, inverse_softplus_dt
+from .initialization import assign_, inverse_softplus_dt, mark_no_weight_decay
 from .rmsnorm import GatedRMSNorm
 
 
 class Mamba2(nn.Module):
     cache_key = "ssm"  # replaced by the module path when the model is built
+    no_weight_decay = ("A_log", "D", "dt_bias")  # AdamW groups (initialization.py)
 
     def __init__(self, d_model: int, d_state: int = 128, d_conv: int = 4, expand: int = 2, headdim: int = 64,
                  ngroups: int = 1, A_init_range=(1, 16), dt_min: float = 0.001, dt_max: float = 0.1,
@@ -42,6 +43,7 @@ class Mamba2(nn.Module):
         self.norm = (GatedRMSNorm(self.d_inner, eps=1e-5, group_size=self.d_inner // ngroups,
                                   norm_before_gate=norm_before_gate) if rmsnorm else None)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        mark_no_weight_decay(self)
         self.init_parameters()
 
     def init_parameters(self) -> None:
@@ -60,10 +62,10 @@ class Mamba2(nn.Module):
         state = ctx.cache.states.get(self.cache_key, {}) if ctx.cache is not None else {}
         z, xbc, dt = self.in_proj(hidden).split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
         weight = self.conv1d.weight.squeeze(1)
-        xbc_c = kernels.causal_conv(xbc, weight, self.conv1d.bias, ctx.seg, state.get("conv"), ctx.kernels)
+        xbc_c = causal_conv(xbc, weight, self.conv1d.bias, ctx.seg, state.get("conv"), ctx.kernels)
         x, B, C = xbc_c.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         A = -torch.exp(self.A_log.float())
-        y, last = kernels.ssd_scan(
+        y, last = ssd_scan(
             x.reshape(b, l, self.nheads, self.headdim), dt, A, B.reshape(b, l, self.ngroups, self.d_state),
             C.reshape(b, l, self.ngroups, self.d_state), self.D, self.dt_bias, self.chunk_size, ctx.seg,
             state.get("ssm"), self.dt_limit, ctx.kernels)

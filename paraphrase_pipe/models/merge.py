@@ -82,7 +82,7 @@ class CrossAttentionMerge(nn.Module):
         q = self.q_proj(self.norm_q(src_q)).view(b, l, self.num_heads, self.head_dim)
         k, v = self.kv_proj(self.norm_kv(src_kv)).view(b, l, 2, self.num_heads, self.head_dim).unbind(2)
         k, v = append_kv(ctx, self.cache_key, k, v)
-        out = attend(q, k, v, ctx.attn_mask)
+        out = attend(q, k, v, ctx)
         return src_q + self.out_proj(out.reshape(b, l, -1))
 
 

@@ -35,7 +35,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .block import Block
 from .cache import HybridCache
 from .configuration import HybridConfig
-from .context import build_context
+from .context import AnalysisHooks, build_context, mask_cross_document
+from .initialization import mark_no_weight_decay
 from .rmsnorm import make_norm
 
 
@@ -71,6 +72,12 @@ class HybridPreTrainedModel(PreTrainedModel):
                     nn.init.normal_(p, std=std / math.sqrt(n_res))
 
     @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        mark_no_weight_decay(model if not isinstance(model, tuple) else model[0])  # loading replaced the parameters
+        return model
+
+    @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # our own HybridCache is created in prepare_inputs_for_generation
 
@@ -94,8 +101,8 @@ class HybridModel(nn.Module):
         for i, layer in enumerate(self.layers):
             if i not in skip:
                 hidden = layer(hidden, ctx=ctx)
-            elif ctx.record is not None:
-                ctx.record["mixer_outputs"].append(None)
+            elif ctx.hooks.record is not None:
+                ctx.hooks.record["mixer_outputs"].append(None)
             states.append(hidden)
         out = self.norm_f(hidden.to(self.norm_f.weight.dtype))
         return out, states
@@ -130,7 +137,7 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
 
     def _context(self, batch, length, device, seq_idx, cache):
         return build_context(batch, length, device, seq_idx=seq_idx, cache=cache, kernels=self.config.kernels,
-                             skip_branches=self.config.skip_branches)
+                             hooks=AnalysisHooks(frozenset(self.config.skip_branches)))
 
     def _embed(self, input_ids, inputs_embeds):
         if (input_ids is None) == (inputs_embeds is None):
@@ -180,7 +187,7 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
         """Next-token cross-entropy (fp32), ignoring -100 and predictions across a document boundary."""
         target = labels[:, 1:].clone()
         if seq_idx is not None:
-            target[seq_idx[:, 1:] != seq_idx[:, :-1]] = -100
+            mask_cross_document(target, seq_idx)
         return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
                                ignore_index=-100)
 
@@ -198,9 +205,9 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
         ({layer: {"ssm": s, "attn": a}} for parallel blocks) and `last_hidden_state` (after the final norm)."""
         hidden = self._embed(input_ids, None)
         ctx = self._context(hidden.shape[0], hidden.shape[1], hidden.device, seq_idx, None)
-        ctx.record = {"mixer_outputs": [], "branch_outputs": {}}
+        ctx.hooks.record = {"mixer_outputs": [], "branch_outputs": {}}
         last, states = self.backbone(hidden, ctx)
-        return {"hidden_states": states, "last_hidden_state": last, **ctx.record}
+        return {"hidden_states": states, "last_hidden_state": last, **ctx.hooks.record}
 
     @contextmanager
     def ablate(self, layers=(), branches=()):

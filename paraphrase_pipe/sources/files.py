@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +15,23 @@ class SourceError(ValueError):
     """Input that cannot be read at all (message is user-facing)."""
 
 
+def unreadable_reason(path: str) -> OSError:
+    """Why an input found by the walk cannot be read (raised as a file-level dead-letter row, never opened)."""
+    try:
+        if Path(path).is_dir():
+            os.listdir(path)
+            return OSError(f"directory {path} could not be listed")
+        os.stat(path)
+    except OSError as exc:
+        return exc
+    return OSError(f"{path} is not a regular file")
+
+
 @dataclass(frozen=True)
 class SourceFile:
     path: str  # absolute
     name: str  # relative to the input root: part of every doc_id
-    format: str  # jsonl | parquet | hf_dataset
+    format: str  # jsonl | parquet | hf_dataset | unreadable (a directory that cannot be listed: dead-lettered)
 
 
 def _format(path: Path) -> str | None:
@@ -37,12 +50,24 @@ def _is_hf_dataset_dir(path: Path) -> bool:
 def _walk(root: Path) -> list[SourceFile]:
     if _is_hf_dataset_dir(root):
         return [SourceFile(str(root), root.name, "hf_dataset")]
-    found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        fmt = _format(path)
-        if fmt:
-            found.append(SourceFile(str(path), str(path.relative_to(root)), fmt))
-    return found
+    found, unreadable = [], []
+
+    def note(error: OSError) -> None:  # os.walk skips what it cannot list; the build must account for it
+        if error.filename and Path(error.filename) != root:
+            unreadable.append(Path(error.filename))
+        else:
+            raise SourceError(f"cannot list input directory {root}: {error.strerror}")
+
+    for directory, _, names in os.walk(root, onerror=note, followlinks=True):
+        for name in names:
+            path = Path(directory) / name
+            fmt = _format(path)
+            if fmt and not path.is_file():  # a dangling link, a device or a pipe with an input's name
+                unreadable.append(path)
+            elif fmt:
+                found.append(SourceFile(str(path), str(path.relative_to(root)), fmt))
+    found += [SourceFile(str(p), str(p.relative_to(root)), "unreadable") for p in unreadable]
+    return sorted(found, key=lambda f: f.name)
 
 
 def discover(inputs: list[str]) -> list[SourceFile]:

@@ -5,7 +5,7 @@ Hand-written rather than datatrove's JsonlReader because a bad line must become 
 """
 from __future__ import annotations
 
-import gzip
+import zlib
 from collections.abc import Iterator
 
 import zstandard
@@ -14,31 +14,51 @@ BLOCK = 1 << 20
 
 
 class TruncatedInput(Exception):
-    """The compressed stream ended early or is corrupt."""
+    """The compressed stream ended early or is corrupt. `tail`: the bytes of the last, incomplete line decoded
+    before the cut; `index`: that line's index (set by `iter_lines`)."""
+
+    def __init__(self, detail: str, tail: bytes = b"", index: int = 0):
+        super().__init__(detail)
+        self.tail, self.index = tail, index
 
 
-def _zstd_blocks(raw) -> Iterator[bytes]:
-    """Decompress frame by frame, so a stream cut inside a frame is detected (stream readers report plain EOF)."""
-    dctx = zstandard.ZstdDecompressor()
-    obj, fed = dctx.decompressobj(), False
+def _undecodable(raw, what: str, good_until: int | None = None) -> TruncatedInput:
+    """The cut, located in the compressed file: everything before `good_until` was decoded and read."""
+    size = raw.seek(0, 2)
+    if good_until is None:
+        return TruncatedInput(f"{what} after {size:,} compressed bytes")
+    return TruncatedInput(f"{what}: compressed bytes {good_until:,}-{size:,} of {size:,} cannot be decoded")
+
+
+def _decoded_blocks(raw, new_decoder, errors, kind: str) -> Iterator[bytes]:
+    """Decompress frame by frame (gzip member by member) incrementally, so every byte that decodes is yielded before
+    a cut is reported, and a stream cut inside a frame is detected (stream readers report plain EOF, and the
+    standard GzipFile drops the last block it decoded when it meets the cut)."""
+    obj, fed, offset = new_decoder(), False, 0
     while block := raw.read(BLOCK):
+        start, offset = offset, offset + len(block)
         while block:
-            out = obj.decompress(block)
+            try:
+                out = obj.decompress(block)
+            except errors as exc:
+                raise _undecodable(raw, f"corrupt {kind} data ({exc})", start) from None
             fed = True
             if out:
                 yield out
             if obj.eof:
-                block, obj, fed = obj.unused_data, dctx.decompressobj(), False
+                block, obj, fed = obj.unused_data, new_decoder(), False
             else:
                 block = b""
     if fed:
-        raise TruncatedInput("zstd frame ends before its end marker")
+        raise _undecodable(raw, f"{kind} stream ends before its end marker (truncated file)")
+
+
+def _zstd_blocks(raw) -> Iterator[bytes]:
+    return _decoded_blocks(raw, zstandard.ZstdDecompressor().decompressobj, zstandard.ZstdError, "zstd")
 
 
 def _gzip_blocks(raw) -> Iterator[bytes]:
-    with gzip.GzipFile(fileobj=raw) as stream:
-        while block := stream.read(BLOCK):
-            yield block
+    return _decoded_blocks(raw, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib.error, "gzip")
 
 
 def _plain_blocks(raw) -> Iterator[bytes]:
@@ -61,19 +81,29 @@ def iter_physical_lines(path: str) -> Iterator[bytes]:
                 yield b"".join(pending)
                 yield from parts[1:-1]
                 pending = [parts[-1]]
-    except (zstandard.ZstdError, EOFError, gzip.BadGzipFile) as exc:
-        raise TruncatedInput(f"{type(exc).__name__}: {exc}") from None
+    except TruncatedInput as exc:
+        exc.tail = b"".join(pending)  # the cut line: dead-lettered with the cut, never dropped
+        if exc.tail:
+            exc.args = (f"{exc.args[0]}; its last {len(exc.tail):,} decoded bytes, an incomplete line, are kept in `raw`",)
+        raise
     if tail := b"".join(pending):
         yield tail
 
 
 def iter_lines(path: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-    """(line_index, line) for non-blank lines with start <= index < stop; TruncatedInput at a cut."""
-    for index, line in enumerate(iter_physical_lines(path)):
-        if stop is not None and index >= stop:
-            return
-        if index >= start and line.strip():
-            yield index, line.rstrip(b"\r")
+    """(line_index, line) for non-blank lines with start <= index < stop; TruncatedInput at a cut (its `index`:
+    the line the cut falls in)."""
+    seen = 0
+    try:
+        for line in iter_physical_lines(path):
+            index, seen = seen, seen + 1
+            if stop is not None and index >= stop:
+                return
+            if index >= start and line.strip():
+                yield index, line.rstrip(b"\r")
+    except TruncatedInput as exc:
+        exc.index = max(seen, start)
+        raise
 
 
 def count_lines(path: str) -> tuple[int, bool]:

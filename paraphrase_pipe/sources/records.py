@@ -28,6 +28,23 @@ class RecordPolicy:
         return None
 
 
+def _encodable(text: str) -> str:
+    """`text` if it is valid Unicode (no lone surrogates, which UTF-8 cannot hold), else with them escaped."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _meta_json(meta: Any) -> str | None:
+    """The record's meta as JSON: as written when it is valid Unicode, \\u-escaped where it is not."""
+    if meta is None:
+        return None
+    text = json.dumps(meta, ensure_ascii=False)
+    return text if _encodable(text) is text else json.dumps(meta)
+
+
 def reject(source: str, index: int, reason: str, detail: str, raw: bytes | None, meta: Any = None) -> dict:
     return {
         "doc_id": doc_id(source, index),
@@ -46,7 +63,7 @@ def reject(source: str, index: int, reason: str, detail: str, raw: bytes | None,
 def _set_name(meta: Any) -> str | None:
     if isinstance(meta, dict):
         name = meta.get("redpajama_set_name")
-        return name if isinstance(name, str) else None
+        return _encodable(name) if isinstance(name, str) else None
     return None
 
 
@@ -58,7 +75,7 @@ def from_mapping(source: str, index: int, record: Any, raw: bytes | None, policy
     if isinstance(meta, str):  # some dumps store meta as a JSON string
         try:
             meta = json.loads(meta)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     if "text" not in record:
         return reject(source, index, "missing_text", f"keys: {sorted(record)[:10]}", raw, meta)
@@ -67,6 +84,8 @@ def from_mapping(source: str, index: int, record: Any, raw: bytes | None, policy
         return reject(source, index, "text_not_string", f"text is {type(text).__name__}", raw, meta)
     if not text.strip():
         return reject(source, index, "empty_text", "text is empty or whitespace", raw, meta)
+    if _encodable(text) is not text:
+        return reject(source, index, "invalid_unicode", "text holds a lone surrogate (not representable in UTF-8)", raw, meta)
     if len(text) > policy.max_doc_chars:
         return reject(source, index, "document_too_long", f"{len(text)} chars > max_doc_chars={policy.max_doc_chars}", raw, meta)
     did = doc_id(source, index)
@@ -77,7 +96,7 @@ def from_mapping(source: str, index: int, record: Any, raw: bytes | None, policy
         "source": source,
         "record_index": index,
         "set_name": set_name,
-        "meta": json.dumps(meta, ensure_ascii=False) if meta is not None else None,
+        "meta": _meta_json(meta),
         "text": None if excluded else text,
         "reject_stage": "read" if excluded else None,
         "reject_reason": excluded,
@@ -96,4 +115,6 @@ def from_line(source: str, index: int, line: bytes, policy: RecordPolicy) -> dic
         record = json.loads(decoded)
     except ValueError as exc:
         return reject(source, index, "malformed_json", str(exc), line)
+    except RecursionError:
+        return reject(source, index, "malformed_json", "JSON nested too deeply to parse", line)
     return from_mapping(source, index, record, line, policy)

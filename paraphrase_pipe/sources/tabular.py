@@ -48,4 +48,8 @@ def count_hf_dataset(path: str) -> int:
 
 
 def raw_bytes(row: dict[str, Any]) -> bytes:
-    return json.dumps(row, ensure_ascii=False, default=str).encode()
+    text = json.dumps(row, ensure_ascii=False, default=str)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: the escaped form is still the same JSON
+        return json.dumps(row, default=str).encode()

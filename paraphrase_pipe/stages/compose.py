@@ -12,17 +12,14 @@ the manifest counts training tokens. Original, paraphrase and scores stay in the
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from paraphrase_pipe.ids import sample_id, stable_hash
 from paraphrase_pipe.schema import rejoin, split_live
-from paraphrase_pipe.tokenizer import LoadedTokenizer, load_tokenizer
-
-if TYPE_CHECKING:
-    from paraphrase_pipe.config import BuildConfig
+from paraphrase_pipe.tokenizer import LoadedTokenizer
 
 Layout = Literal["orig+para", "para+orig", "para", "orig", "repeat"]
 PARTS: dict[str, tuple[str, ...]] = {
@@ -51,21 +48,23 @@ def is_replay(chunk: str, mix: float, seed: int) -> bool:
     return mix > 0 and int(stable_hash(chunk, "replay", seed, size=8), 16) / 2**64 < mix
 
 
-def compose_rows(rows: pa.Table, config: BuildConfig, generation: dict, tokenizer: LoadedTokenizer | None = None) -> pa.Table:
-    tok = tokenizer or load_tokenizer(config.tokenizer)
-    separator = config.compose_options.separator
+def compose_rows(rows: pa.Table, generation: dict, *, layout: Layout, tokenizer: LoadedTokenizer, mix: float = 0.0,
+                 seed: int = 0, options: ComposeOptions | None = None) -> pa.Table:
+    """Add `layout`, `text`, `sample_id` and `text_tokens` to the live rows; `generation` (the engine's identity)
+    is part of every sample id."""
+    separator = (options or ComposeOptions()).separator
     live, rest = split_live(rows)
     for row in live:
-        layout = REPLAY_LAYOUT if is_replay(row["chunk_id"], config.mix, config.seed) else config.layout
-        if layout in NEEDS_PARAPHRASE and row["paraphrase"] is None:
-            row.update(reject_stage="compose", reject_reason="no_paraphrase", reject_detail=f"layout {layout} needs a paraphrase")
+        row_layout = REPLAY_LAYOUT if is_replay(row["chunk_id"], mix, seed) else layout
+        if row_layout in NEEDS_PARAPHRASE and row["paraphrase"] is None:
+            row.update(reject_stage="compose", reject_reason="no_paraphrase", reject_detail=f"layout {row_layout} needs a paraphrase")
             continue
-        row["layout"] = layout
-        row["text"] = compose_text(row, layout, separator)
-        row["sample_id"] = sample_id(row["chunk_id"], layout=layout, generation=generation)
+        row["layout"] = row_layout
+        row["text"] = compose_text(row, row_layout, separator)
+        row["sample_id"] = sample_id(row["chunk_id"], layout=row_layout, generation=generation)
     # `orig` text is the chunk itself, whose exact count the chunker already has: only other layouts re-tokenize
     composed = [row for row in live if row["reject_reason"] is None and row["layout"] != "orig"]
-    counts = dict(zip(map(id, composed), tok.count([row["text"] for row in composed])))
+    counts = dict(zip(map(id, composed), tokenizer.count([row["text"] for row in composed])))
     for row in live:
         if row["reject_reason"] is not None:
             row["text_tokens"] = None

@@ -1,29 +1,65 @@
-"""The paraphrase stage: hand live chunks to the engine, write its answers into the row columns."""
+"""The paraphrase stage: hand live chunks to the engine, write its answers into the row columns.
+
+`submit_paraphrase` is the non-blocking form for feeders that keep an engine full (executors/local.py); the
+blocking `paraphrase_rows` is the same thing waited on. The engine's latency leaves the provenance for a transient
+column (`schema.LATENCY_COLUMN`): it becomes run statistics in the manifest, and the shard bytes stay a function
+of the rows.
+"""
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
 
 import pyarrow as pa
 
 from paraphrase_pipe.engines.base import Engine
-from paraphrase_pipe.schema import rejoin, split_live
+from paraphrase_pipe.schema import LATENCY_COLUMN, rejoin, split_live
 
 
 def paraphrase_rows(rows: pa.Table, engine: Engine) -> pa.Table:
     live, rest = split_live(rows)
     if not live:
-        return rows
-    generations = engine.generate(live)
+        return _without_answers(rows)
+    return _with_answers(rows, live, rest, engine.generate(live), engine)
+
+
+def submit_paraphrase(rows: pa.Table, engine) -> Future:
+    """Future of paraphrase_rows(rows, engine); the live chunks are in the engine's in_flight() when this returns."""
+    done: Future = Future()
+    live, rest = split_live(rows)
+    if not live:
+        done.set_result(_without_answers(rows))
+        return done
+
+    def answered(generations: Future) -> None:
+        try:
+            done.set_result(_with_answers(rows, live, rest, generations.result(), engine))
+        except BaseException as exc:  # noqa: BLE001 - the waiter re-raises it
+            done.set_exception(exc)
+
+    engine.submit(live).add_done_callback(answered)
+    return done
+
+
+def _without_answers(rows: pa.Table) -> pa.Table:
+    """Every batch leaves with the same columns (executors may concatenate them)."""
+    return rows if LATENCY_COLUMN in rows.column_names else rows.append_column(LATENCY_COLUMN, pa.nulls(len(rows), pa.float64()))
+
+
+def _with_answers(rows: pa.Table, live: list[dict], rest, generations, engine) -> pa.Table:
     if len(generations) != len(live):
         raise RuntimeError(f"engine {engine.name} returned {len(generations)} answers for {len(live)} chunks")
     for row, gen in zip(live, generations):
+        provenance = dict(gen.provenance)
+        row[LATENCY_COLUMN] = provenance.pop("latency_s", None)
         row.update(
             paraphrase=gen.paraphrase,
             finish_reason=gen.finish_reason,
             prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.completion_tokens,
-            provenance=json.dumps(gen.provenance, sort_keys=True),
+            provenance=json.dumps(provenance, sort_keys=True),
         )
         if gen.error:
             row.update(reject_stage="paraphrase", reject_reason=gen.error, reject_detail=gen.error_detail)
-    return rejoin(live, rest, rows.schema)
+    schema = rows.schema if LATENCY_COLUMN in rows.column_names else rows.schema.append(pa.field(LATENCY_COLUMN, pa.float64()))
+    return rejoin(live, rest, schema)

@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from paraphrase_pipe.console import app, fail, user_errors
+
 
 def _weights(text: str | None) -> list[float] | None:
     if text is None:
@@ -33,6 +35,18 @@ def _sets(items: list[str] | None) -> dict:
     return out
 
 
+def _warn_gpu_defaults_on_cpu(recipe: Path | None, config) -> None:
+    """Without a recipe the defaults are the GPU ones (seq 2048, bf16, micro-batch 8): say so on a CPU."""
+    import torch
+
+    on_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    if recipe is None and on_cpu and int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"warning: no --recipe, so the GPU defaults apply on this CPU (seq_len {config.seq_len}, "
+                   f"{config.precision}, micro_batch {config.micro_batch}: slow, several GB of RAM); for a CPU run "
+                   "use --recipe pipelines/train-smoke.yaml", err=True)
+
+
+@app.command("train")
 def train(
     data: Optional[list[str]] = typer.Option(None, "--data", "-d", help="build output dir (repeatable); DIR:column picks another column"),
     weights: Optional[str] = typer.Option(None, help="sampling weights of the --data dirs, e.g. 0.7,0.3"),
@@ -64,7 +78,7 @@ def train(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="any config field: --set weight_decay=0.05 (repeatable)"),
 ) -> None:
     """Continually train a Mamba / hybrid model on build outputs (DDP / FSDP under torchrun)."""
-    from paraphrase_pipe.cli import fail, user_errors
+    from paraphrase_pipe.train.checkpoint import CheckpointError
     from paraphrase_pipe.train.config import ConfigError, load_config
     from paraphrase_pipe.train.data import DataError
     from paraphrase_pipe.train.model import ModelError
@@ -77,10 +91,11 @@ def train(
                  cache_dir=cache_dir, resume=resume, progress=False if no_progress else None)
     try:
         config = load_config(recipe, {**flags, **_sets(set_)})
+        _warn_gpu_defaults_on_cpu(recipe, config)
         from paraphrase_pipe.train.loop import train as run
 
         summary = run(config)
-    except (ConfigError, DataError, ModelError, *user_errors()) as exc:
+    except (ConfigError, DataError, ModelError, CheckpointError, *user_errors()) as exc:
         fail(str(exc))
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"trained {summary['steps']} steps, {summary['tokens']:,} tokens; final val_loss "

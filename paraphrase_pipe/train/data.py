@@ -19,7 +19,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+from paraphrase_pipe.output.errors import ManifestError
+from paraphrase_pipe.output.reader import MANIFEST, BuildOutput
+from paraphrase_pipe.output.shards import sha256_file
+from paraphrase_pipe.tokenizer import fingerprint, for_counting
+
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")
 
 
@@ -79,7 +83,7 @@ class TextTokenizer:
             eos = next((backend.token_to_id(t) for t in EOS_CANDIDATES if backend.token_to_id(t) is not None), None)
         if eos is None:
             raise DataError(f"tokenizer has no end-of-text token (looked for {', '.join(EOS_CANDIDATES)})")
-        return cls(backend, int(eos))
+        return cls(for_counting(backend), int(eos))
 
     @property
     def vocab_size(self) -> int:
@@ -87,38 +91,26 @@ class TextTokenizer:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.backend.to_str().encode()).hexdigest()[:16]
+        return fingerprint(self.backend)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
 
 def read_manifest(out: Path) -> dict:
-    """The build's manifest, checked far enough that later reads cannot fail obscurely."""
-    path = Path(out) / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"{out} is not a build output: no manifest.json (run `paraphrase-pipe build` first)")
+    """The build's manifest (through the one build-output reader), checked far enough that later reads cannot fail
+    obscurely."""
+    if not (Path(out) / MANIFEST).is_file():
+        raise DataError(f"{out} is not a build output: no {MANIFEST} (run `paraphrase-pipe build` first)")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path} is not valid JSON: {err}") from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise DataError(f"{path}: schema_version {manifest.get('schema_version')!r}, this trainer reads {SCHEMA_VERSION}")
-    shards = manifest.get("shards") or []
-    if not shards:
-        raise DataError(f"{path} lists no shards (status: {manifest.get('status')!r})")
-    for shard in shards:
-        if not (Path(out) / shard["path"]).is_file():
-            raise DataError(f"{out}: shard {shard['path']} listed in the manifest is missing")
-    return manifest
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        build = BuildOutput.open(out)
+    except ManifestError as exc:
+        raise DataError(str(exc)) from None
+    if not build.entries("shards"):
+        raise DataError(f"{out / MANIFEST} lists no shards (status: {build.status!r})")
+    for path in build.missing("shards"):
+        raise DataError(f"{out}: shard {path} listed in the manifest is missing")
+    return build.manifest
 
 
 def _doc_hash(doc_ids: list[str]) -> np.ndarray:
@@ -132,7 +124,7 @@ def _tokenize_shards(out: Path, shards: list[dict], column: str, tok: TextTokeni
     with open(dest / "tokens.bin", "wb") as f:
         for shard in shards:
             path = out / shard["path"]
-            if shard.get("sha256") and _file_sha256(path) != shard["sha256"]:
+            if shard.get("sha256") and sha256_file(path) != shard["sha256"]:
                 raise DataError(f"{path}: sha256 differs from the manifest (corrupt or changed shard)")
             with pa.memory_map(str(path)) as mm:
                 reader = pa.ipc.open_file(mm)

@@ -63,6 +63,15 @@ def barrier(env: Env) -> None:
         dist.barrier()
 
 
+def from_main(env: Env, value):
+    """Rank 0's `value` (any picklable object of ours) on every rank."""
+    if not env.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_sum(env: Env, value: torch.Tensor) -> torch.Tensor:
     if env.distributed:
         dist.all_reduce(value)
@@ -76,10 +85,14 @@ def wrap(module: nn.Module, env: Env, mode: str, bf16: bool) -> nn.Module:
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        from paraphrase_pipe.models.initialization import keeping_no_weight_decay
+
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
-        for block in blocks(module):
-            fully_shard(block, mp_policy=policy)
-        return fully_shard(module, mp_policy=policy)
+        with keeping_no_weight_decay(module):  # sharding replaces every parameter
+            for block in blocks(module):
+                fully_shard(block, mp_policy=policy)
+            fully_shard(module, mp_policy=policy)
+        return module
     ids = [env.device.index] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=ids)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from paraphrase_pipe.train.data import (DataError, Source, TextTokenizer, held_o
                                         tokenize_source)
 from paraphrase_pipe.train.metrics import METRICS, Metrics, plot
 from paraphrase_pipe.train.loss import IGNORE
-from paraphrase_pipe.train.model import CausalLMLoss, blocks, load_model, tokenizer_source
+from paraphrase_pipe.train.model import SummedCausalLMLoss, blocks, load_model, tokenizer_source
 from paraphrase_pipe.train.packing import Mixture, PackedWindows, collate, make_sample, rank_slice
 from paraphrase_pipe.train.schedule import lr_at
 
@@ -121,7 +122,7 @@ def build_module(cfg: TrainConfig, vocab_size: int, env: distributed.Env,
     """(model, wrapped loss module): fp32 master weights, optional checkpointing / compile, DDP or FSDP.
     `model` skips loading (benchmarks pass models built elsewhere)."""
     model = model if model is not None else load_model(cfg.model, vocab_size, cfg.model_overrides)
-    module = CausalLMLoss(model, cfg.loss_chunk, compile_loss=cfg.compile).to(env.device)
+    module = SummedCausalLMLoss(model, cfg.loss_chunk, compile_loss=cfg.compile).to(env.device)
     layers = blocks(model)
     if cfg.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
@@ -194,7 +195,11 @@ def validate(module, val: PackedWindows, cfg: TrainConfig, env: distributed.Env,
 
 
 def save_final(out: Path, model, module, tok: TextTokenizer, env: distributed.Env) -> Path:
-    """`save_pretrained` + tokenizer, so evaluation and any HF tool load the result directly."""
+    """The model + tokenizer in a directory any Hugging Face tool loads: pure Mamba-1 / Mamba-2 models in
+    transformers' own `MambaForCausalLM` / `Mamba2ForCausalLM` format (vLLM, lm-eval, TGI read it natively),
+    hybrids in ours with `auto_map` and the modeling files (`trust_remote_code=True`)."""
+    from paraphrase_pipe.models.checkpoints import config_to_transformers, export_transformers
+
     state = checkpoint.full_model_state(module)
     final = out / "final"
     if env.main:
@@ -202,7 +207,11 @@ def save_final(out: Path, model, module, tok: TextTokenizer, env: distributed.En
 
         prefix = "model."
         state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
-        model.save_pretrained(final, state_dict=state)
+        shutil.rmtree(final, ignore_errors=True)  # a rerun may switch formats: no stale files from the last one
+        if getattr(model.config, "model_type", None) == "paraphrase_hybrid" and config_to_transformers(model.config):
+            export_transformers(model, final, state)
+        else:
+            model.save_pretrained(final, state_dict=state)
         eos = tok.backend.id_to_token(tok.eos_id)
         PreTrainedTokenizerFast(tokenizer_object=tok.backend, eos_token=eos, bos_token=eos).save_pretrained(final)
     distributed.barrier(env)
@@ -230,11 +239,14 @@ def _train(cfg: TrainConfig, env: distributed.Env) -> dict:
     optimizer = make_optimizer(module, cfg, env.device)
     autocast = autocast_fn(env.device, cfg.precision == "bf16")
     start, ckpt_dir = 0, out / "checkpoints"
-    found = checkpoint.latest(ckpt_dir) if cfg.resume else None
+    found = None
+    if cfg.resume:  # rank 0 verifies the files (size + checksum) and picks; every rank loads that one
+        found = distributed.from_main(env, checkpoint.latest(ckpt_dir) if env.main else None)
+    val_loss = None
     if found is not None:
         state = checkpoint.load(found, module, optimizer)
         mixture.load_state_dict(state["data"])
-        start = state["step"]
+        start, val_loss = state["step"], state.get("val_loss")
         changed = sorted(k for k, v in cfg.model_dump(mode="json").items() if state.get("config", {}).get(k) != v)
         if changed and env.main:
             print(f"resuming from {found} with changed settings: {', '.join(changed)}")
@@ -245,12 +257,12 @@ def _train(cfg: TrainConfig, env: distributed.Env) -> dict:
         metrics = Metrics(out, plan.steps, start, cfg.tensorboard, cfg.progress)
         metrics.start_clock(start * plan.tokens)
 
-    def save(step: int) -> None:
+    def save(step: int, val_loss: float | None) -> None:
         checkpoint.save(ckpt_dir, step, module, optimizer, {"data": mixture.state_dict(), "tokens": step * plan.tokens,
-                        "config": cfg.model_dump(mode="json")}, env.main, cfg.keep_checkpoints)
+                        "val_loss": val_loss, "config": cfg.model_dump(mode="json")}, env.main, cfg.keep_checkpoints)
         distributed.barrier(env)
 
-    val_loss, seen = None, 0.0  # seen: targets (all ranks) since the last log row
+    seen = 0.0  # targets (all ranks) since the last log row
     if start == 0 and cfg.eval_every and val is not None:  # the starting point of the curve
         val_loss = validate(module, val, cfg, env, autocast)
         if env.main:
@@ -281,9 +293,11 @@ def _train(cfg: TrainConfig, env: distributed.Env) -> dict:
                 metrics.log(row)
             window, seen = torch.zeros_like(window), 0.0
         if cfg.save_every and done % cfg.save_every == 0 and not last:
-            save(done)
+            save(done, val_loss)
     if start < plan.steps:
-        save(plan.steps)
+        save(plan.steps, val_loss)
+    elif env.main:
+        print(f"{found} is the last step ({plan.steps}): nothing to train, writing the final model again")
     final = save_final(out, model, module, tok, env)
     summary = {"steps": plan.steps, "tokens": plan.steps * plan.tokens, "final": str(final), "val_loss": val_loss,
                "accum": plan.accum, "world": env.world}

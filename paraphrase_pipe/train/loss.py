@@ -44,9 +44,11 @@ def _softmax_grad_fn(compiled: bool):
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, dtype, compiled):
+    def forward(ctx, hidden, weight, targets, chunk, dtype, compiled, grad_enabled):
         h, w = hidden.to(dtype), weight.to(dtype)
-        need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        # needs_input_grad is True under no_grad as well (the weight requires grad): validation would pay for
+        # the gradient buffers too, so the caller's grad mode decides
+        need = grad_enabled and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         grad_h = torch.empty_like(h) if need else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need else None
         total = torch.zeros((), dtype=torch.float32, device=h.device)
@@ -65,7 +67,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         grad_h, grad_w = ctx.saved_tensors
-        return ((grad_h * grad_out).to(ctx.dtypes[0]), (grad_w * grad_out).to(ctx.dtypes[1]), None, None, None, None)
+        return ((grad_h * grad_out).to(ctx.dtypes[0]), (grad_w * grad_out).to(ctx.dtypes[1]), None, None, None, None,
+                None)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 4096,
@@ -81,4 +84,4 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         logits = (hidden.to(dtype) @ weight.to(dtype).t()).float()
         return F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum")
     with torch.autocast(hidden.device.type, enabled=False):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, dtype, compiled)
+        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, dtype, compiled, torch.is_grad_enabled())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from paraphrase_pipe.models.context import mask_cross_document
 from paraphrase_pipe.train.loss import IGNORE
 
 
@@ -56,8 +57,7 @@ class PackedWindows:
 
 def make_sample(tokens: np.ndarray, docs: np.ndarray) -> dict[str, np.ndarray]:
     """Inputs, next-token targets (masked across document boundaries) and seq_idx for one window."""
-    targets = tokens[1:].copy()
-    targets[docs[1:] != docs[:-1]] = IGNORE
+    targets = mask_cross_document(tokens[1:].copy(), docs, IGNORE)
     return {"input_ids": tokens[:-1], "targets": targets, "seq_idx": docs[:-1]}
 
 

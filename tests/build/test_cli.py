@@ -59,3 +59,48 @@ def test_bare_build_runs_on_the_bundled_corpus(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"]["documents"] == 332 and manifest["counts"]["accepted"] > 332
     assert manifest["config"]["tokenizer"] == "builtin:gpt2" and manifest["warnings"]
+
+
+def test_no_module_imports_the_cli_and_library_modules_do_not_import_typer():
+    """Commands take their helpers from console.py and register themselves; card, plan and build are libraries."""
+    import ast
+    from pathlib import Path
+
+    import paraphrase_pipe
+
+    package = Path(paraphrase_pipe.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        imports[path.relative_to(package).as_posix()] = names
+    assert [m for m, names in imports.items() if "paraphrase_pipe.cli" in names] == []
+    for library in ("card.py", "plan.py", "build.py", "sweep.py", "config.py", "pipeline.py", "progress.py"):
+        assert not {"typer", "paraphrase_pipe.console"} & imports[library], library
+    assert "paraphrase_pipe.config" not in imports["stages/compose.py"]
+
+
+@pytest.mark.parametrize(("recipe", "message"), [
+    (b"build: [1, 2, 3]\n", "`build:` must be a mapping"),
+    (bytes(range(256)) * 4, "is not a text (UTF-8 YAML) file"),
+    (b"build:\n  engine: none\n  engine_options: {model: x}\n", "engine 'none' takes no engine_options"),
+])
+def test_bad_recipe_shapes_are_config_errors(tmp_path, recipe, message):
+    from paraphrase_pipe.config import ConfigError, resolve_config
+
+    path = tmp_path / "r.yaml"
+    path.write_bytes(recipe)
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        resolve_config(path)
+
+
+def test_inspect_of_a_broken_manifest_is_one_line(tmp_path):
+    for text, message in (("{not json", "is not a valid manifest (JSONDecodeError"), ("{}", "missing: schema_version"),
+                          ("[1, 2]", "a JSON list, not an object")):
+        (tmp_path / "manifest.json").write_text(text)
+        proc = run_cli("inspect", str(tmp_path), check=False)
+        assert proc.returncode == 2 and message in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr

@@ -1,16 +1,28 @@
-"""Exactly-once under kill -9: a killed build, resumed (even with another worker count), holds every chunk once."""
+"""Exactly-once under kill -9, two builds meeting on one output, requeues: real processes on a real filesystem.
+
+Every case ends with the same check: the output holds exactly the rows of an uninterrupted build, in the same
+shard files byte for byte (shards are a function of their rows, and a resumed range splits into the same shards).
+"""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections import Counter
+
+import pytest
+
+from paraphrase_pipe.output.lock import LOCK_FILE
 
 from .conftest import CLI, REPO, read_output, run_cli
 
 ARGS = ["build", "--chunk", "64", "--tokenizer", "builtin:gpt2", "--shard-rows", "40", "--no-progress"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
 
 
 def committed_shards(out) -> int:
@@ -22,42 +34,143 @@ def committed_shards(out) -> int:
     return sum('"list": "shards"' in line for line in lines)
 
 
-def test_kill_9_then_resume_is_exactly_once(tmp_path):
-    reference = tmp_path / "reference"
-    run_cli(*ARGS, "-o", str(reference))
-    expected = read_output(reference)
+def manifest(out) -> dict:
+    return json.loads((out / "manifest.json").read_text())
 
-    out = tmp_path / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([*CLI, *ARGS, "-o", str(out), "--workers", "2"], cwd=REPO, env=env, start_new_session=True)
+
+def shard_files(out) -> set[tuple[str, str]]:
+    data = manifest(out)
+    return {(s["path"], s["sha256"]) for s in data["shards"] + data["rejected"]}
+
+
+def start(out, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *ARGS, "-o", str(out), *args], cwd=REPO, env=ENV, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_shards(out, proc, n: int) -> None:
     deadline = time.time() + 120
-    while committed_shards(out) < 5 and time.time() < deadline and proc.poll() is None:
+    while committed_shards(out) < n and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    assert proc.poll() is None, "build finished before it could be killed; make it longer"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool workers, mid-run
-    proc.wait()
-    partial = committed_shards(out)
-    assert 5 <= partial < len(json.loads((reference / "manifest.json").read_text())["shards"])
-    # simulate the worst torn state too: a half-written journal line and a renamed-but-unrecorded shard
-    with open(out / "_commits.jsonl", "a") as journal:
-        journal.write('{"path": "shards/torn')
-    (out / "shards" / "orphan.arrow").write_bytes(b"not recorded")
+    assert proc.poll() is None, "build finished before the test could act on it; make it longer"
 
-    resumed = run_cli(*ARGS, "-o", str(out), "--workers", "1")  # another worker count
-    assert "resumed: removed" in resumed.stderr
-    got = read_output(out)
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "out"
+    run_cli(*ARGS, "-o", str(out))
+    return out
+
+
+def assert_same_as(out, reference) -> None:
+    got, expected = read_output(out), read_output(reference)
     counts = Counter(got["chunk_id"].to_pylist())
     assert max(counts.values()) == 1  # nothing duplicated
     assert set(counts) == set(expected["chunk_id"].to_pylist())  # nothing lost
     assert sorted(got["text"].to_pylist()) == sorted(expected["text"].to_pylist())
-    leftovers = [p.name for p in out.rglob("*") if ".tmp-" in p.name]
-    assert not leftovers
-    # the manifest's counts, grown shard by shard across the crash, equal the uninterrupted build's
-    counts_of = lambda d: json.loads((d / "manifest.json").read_text())["counts"]  # noqa: E731
-    assert counts_of(out) == counts_of(reference)
+    assert shard_files(out) == shard_files(reference)  # byte-identical shards
+    assert manifest(out)["counts"] == manifest(reference)["counts"]
+    assert manifest(out)["status"] == "complete"
+    assert not [p.name for p in out.rglob("*") if ".tmp-" in p.name]
 
-    again = run_cli(*ARGS, "-o", str(out))
-    assert "nothing to do" in again.stdout
+
+def test_kill_9_then_resume_is_exactly_once(tmp_path, reference):
+    out = tmp_path / "killed"
+    proc = start(out, "--workers", "2")
+    wait_for_shards(out, proc, 2)
+    os.killpg(proc.pid, signal.SIGTERM)  # Slurm preempting the job: the lock record goes with the driver
+    proc.wait()
+    assert (out / LOCK_FILE).read_text() == "" and committed_shards(out) < len(manifest(reference)["shards"])
+
+    proc = start(out, "--workers", "2")
+    wait_for_shards(out, proc, 5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool workers, mid-run
+    proc.wait()
+    partial = committed_shards(out)
+    assert 5 <= partial < len(manifest(reference)["shards"])
+    # the worst torn state too: a half-written journal line and a linked-but-unrecorded shard
+    with open(out / "_commits.jsonl", "a") as journal:
+        journal.write('{"path": "shards/torn')
+    (out / "shards" / "orphan.arrow").write_bytes(b"not recorded")
+    shown = run_cli("inspect", str(out), "--rows", "0")
+    assert "interrupted" in shown.stdout  # status running, but no build holds the lock
+
+    resumed = run_cli(*ARGS, "-o", str(out), "--workers", "1")  # another worker count
+    assert "resumed: removed" in resumed.stderr
+    assert_same_as(out, reference)
+    assert "nothing to do" in run_cli(*ARGS, "-o", str(out)).stdout
+
+
+def test_two_builds_into_one_output(tmp_path, reference):
+    """Started together, exactly one runs; a third started mid-run is refused too; the winner's output is whole."""
+    out = tmp_path / "shared"
+    first, second = start(out), start(out)
+    deadline = time.time() + 120
+    while first.poll() is None and second.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # the refused one exits at once
+    wait_for_shards(out, first if first.poll() is None else second, 3)
+    third = start(out)
+    third_out, third_err = third.communicate(timeout=120)
+    results = [(p.wait(timeout=300), *p.communicate()) for p in (first, second)]
+    codes = sorted(r[0] for r in results)
+    assert codes == [0, 2], results
+    refused = [r for r in results if r[0] == 2][0][2] + third_err
+    assert third.returncode == 2
+    for message in refused.split("error:")[1:]:
+        assert "is in use by another build (pid" in message and socket.gethostname() in message
+    assert "Traceback" not in refused
+    assert_same_as(out, reference)
+
+
+def test_lock_of_a_dead_process_is_taken_over_another_hosts_is_refused(tmp_path):
+    out = tmp_path / "o"
+    small = ["build", "--chunk", "256", "--tokenizer", "builtin:gpt2", "--limit", "4", "--no-progress", "-o", str(out)]
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = {"host": socket.gethostname(), "pid": dead.pid, "since": "2026-01-01T00:00:00Z"}
+    (out / LOCK_FILE).write_text(json.dumps(record))
+    run_cli(*small)  # a kill -9'd build of this host: taken over
+    assert (out / LOCK_FILE).read_text() == ""  # released at the end
+
+    (out / LOCK_FILE).write_text(json.dumps({**record, "host": "node-17", "pid": 4242}))
+    refused = run_cli(*small, "--overwrite", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "locked by a build on another host (pid 4242 on node-17" in refused.stderr and "--break-lock" in refused.stderr
+    run_cli(*small, "--break-lock")
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from paraphrase_pipe.output.lock import OutputLock; "
+                               "lock = OutputLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(out)],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = run_cli(*small, check=False)
+        assert busy.returncode == 2 and f"in use by another build (pid {holder.pid} on {socket.gethostname()}" in busy.stderr
+        assert f"in use by pid {holder.pid}" in " ".join(run_cli("inspect", str(out)).stdout.split())  # a wrapped title
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "nothing to do" in run_cli(*small).stdout  # the holder died: its flock went with it
+
+
+def test_missing_and_damaged_shards_are_found_and_rebuilt(tmp_path, reference):
+    out = shutil.copytree(reference, tmp_path / "copy")
+    assert "ok:" in run_cli("inspect", str(out), "--verify").stdout
+    entries = manifest(out)["shards"]
+    (out / entries[3]["path"]).unlink()
+    damaged = out / entries[7]["path"]
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    bad = run_cli("inspect", str(out), "--verify", check=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert f"{entries[3]['path']}: listed in the manifest but missing" in bad.stderr
+    assert f"{entries[7]['path']}: sha256 differs" in bad.stderr
+    (out / "README.md").unlink()  # a kill between `complete` and the card
+
+    rerun = run_cli(*ARGS, "-o", str(out))
+    assert "repaired: 2 shard(s)" in rerun.stderr
+    assert_same_as(out, reference)
+    assert (out / "README.md").is_file()
+    assert "ok:" in run_cli("inspect", str(out), "--verify").stdout
 
 
 def test_changed_config_in_existing_output_is_refused(tmp_path):
@@ -68,3 +181,26 @@ def test_changed_config_in_existing_output_is_refused(tmp_path):
     assert "different configuration (changed: chunk)" in proc.stderr and "Traceback" not in proc.stderr
     run_cli("build", "--chunk", "512", "--tokenizer", "builtin:gpt2", "--limit", "5", "-o", str(out), "--overwrite", "--no-progress")
     assert json.loads((out / "manifest.json").read_text())["config"]["chunk"] == 512
+
+
+def test_disk_full_is_one_line_and_resumable(tmp_path, reference):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'not root'})")
+    try:
+        out = small / "out"
+        full = run_cli(*ARGS, "-o", str(out), "--workers", "1", check=False)
+        assert full.returncode == 2, full.stderr
+        message = " ".join(full.stderr.split())  # one message (rich wraps it at the terminal width)
+        assert "Traceback" not in message and message.startswith("error: no space left on device writing ")
+        assert message.count("error:") == 1 and "MiB free" in message and message.endswith("re-run the same command to resume")
+        # the failed run says so (the failed shard's temp file is gone, so the small manifest still fits)
+        assert manifest(out)["status"] == "failed" and "no space left" in manifest(out)["error"]
+        assert "failed: OutputFull: no space left" in " ".join(run_cli("inspect", str(out), "--rows", "0").stdout.split())
+        moved = shutil.copytree(out, tmp_path / "moved")  # the user frees space, or moves the output
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    run_cli(*ARGS, "-o", str(moved))
+    assert_same_as(moved, reference)

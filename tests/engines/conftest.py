@@ -3,7 +3,7 @@
 needed, so it boots while the first tests run), and a runner for full `paraphrase-pipe build` commands.
 
 Every engine mode is configured the same way, so their outputs can be compared row for row: 16 documents of the
-bundled sample at chunk 256 (57 chunks), max_model_len 560 (the longest prompts overflow and are rejected up front),
+bundled sample at chunk 256 (63 chunks), max_model_len 560 (the longest prompts overflow and are rejected up front),
 at most 24 new tokens, stop string "th" (a random model emits it often: some answers stop, others are truncated),
 top_p 1 (a random model's near-uniform distributions would make a top-p cut-off depend on float noise, which
 differs with batch composition; with it off, every mode samples the very same tokens from its per-chunk seeds).
@@ -153,5 +153,6 @@ def vllm_server(_server_boot) -> VLLMServer:
 def inprocess_build(tiny_llm_dir, recipe, tmp_path_factory) -> Path:
     """(a) The reference build: vLLM in-process, local executor. Other modes must reproduce its rows."""
     out = tmp_path_factory.mktemp("inprocess") / "out"
-    build_cmd(out, tiny_llm_dir, recipe, "--engine", "vllm", *VLLM_CPU, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    proc = build_cmd(out, tiny_llm_dir, recipe, "--engine", "vllm", *VLLM_CPU, "--log-every", "0.5", env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    (out.parent / "build.log").write_text(proc.stderr)  # its job log (stderr is a pipe): progress lines
     return out

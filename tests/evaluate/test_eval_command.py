@@ -56,6 +56,7 @@ def test_all_suites_two_models_one_table(copy_dir, blind_dir, tmp_path, monkeypa
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "/no/such/model"], "no such model directory"),
+    (["--model", "runs/no/final"], "runs/no/final: no such model directory"),  # relative, never a hub look-up
     (["--model", "x", "--suite", "everything"], "--suite 'everything'"),
     (["--model", "x", "--lengths", "512,abc"], "--lengths"),
     (["--model", "x", "--synthetic-tasks", "mqar,sudoku"], "unknown ['sudoku']"),
@@ -64,3 +65,12 @@ def test_all_suites_two_models_one_table(copy_dir, blind_dir, tmp_path, monkeypa
 def test_bad_input_is_one_clear_line(args, message, tmp_path):
     result, text = _invoke(*args, "--out", str(tmp_path), "--device", "cpu")
     assert result.exit_code == 2 and message in text and "Traceback" not in text, text
+
+
+def test_a_preset_gets_the_vocabulary_of_the_tokenizer(tmp_path):
+    result, text = _invoke("--model", "rand=preset:mamba-tiny", "--tokenizer", "builtin:gpt2", "--suite", "synthetic",
+                           "--synthetic-tasks", "passkey", "--synthetic-n", "1", "--lengths", "64", "--device", "cpu",
+                           "--out", str(tmp_path))
+    assert result.exit_code == 0, text
+    (model,) = json.loads((tmp_path / "results.json").read_text())["models"]
+    assert model["name"] == "rand" and model["class"] == "HybridForCausalLM"

@@ -18,8 +18,8 @@ def test_fixture_distractors_are_shorter(tokenizer):
         assert len(tokenizer(" " + other)["input_ids"]) < len(tokenizer(" " + gold)["input_ids"])
 
 
-def test_local_task_through_lm_eval(load, copy_dir, blind_dir, monkeypatch):
-    monkeypatch.chdir(TASKS)  # the YAML's data_files path is relative, as in a user's own task folder
+def test_local_task_through_lm_eval(load, copy_dir, blind_dir, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the YAML's data_files path is relative to its folder, not to where we run
     scores = {}
     for name, path in (("copy", copy_dir), ("blind", blind_dir)):
         m = load(path)

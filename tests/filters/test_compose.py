@@ -12,6 +12,7 @@ import pytest
 
 from paraphrase_pipe.config import BuildConfig, ConfigError, resolve_config
 from paraphrase_pipe.stages.compose import compose_rows
+from paraphrase_pipe.tokenizer import load_tokenizer
 
 from .conftest import TOK, rows_table
 
@@ -22,7 +23,8 @@ PARAPHRASE = "Vim then opens the GUI window and stops using the terminal."
 def compose(layout: str, rows: pa.Table | None = None, **cfg) -> list[dict]:
     config = BuildConfig(tokenizer=TOK, engine="vllm", layout=layout, **cfg)
     rows = rows if rows is not None else rows_table([{"doc_id": "d", "kind": "paraphrase", "original": ORIGINAL, "paraphrase": PARAPHRASE}])
-    return compose_rows(rows, config, {"engine": "test"}).to_pylist()
+    return compose_rows(rows, {"engine": "test"}, layout=config.layout, tokenizer=load_tokenizer(config.tokenizer), mix=config.mix,
+                        seed=config.seed, options=config.compose_options).to_pylist()
 
 
 @pytest.mark.parametrize(

@@ -47,3 +47,15 @@ def test_cpu_forward_never_imports_mamba_ssm_or_triton():
     model = build_model("mamba-tiny")
     model(torch.randint(0, 512, (1, 8)))
     assert "mamba_ssm" not in sys.modules and "causal_conv1d" not in sys.modules and "triton" not in sys.modules
+
+
+def test_record_paths_reports_what_each_op_ran_inside_the_block_only():
+    model = build_model("sequential-tiny", n_layer=4, ssm_layer="mamba1", vocab_size=64).eval()
+    x = torch.randint(0, 64, (1, 8))
+    with kernels.record_paths() as paths:
+        model(x, use_cache=False)
+    assert paths == {"scan1": "torch", "conv": "torch"}
+    model(x, use_cache=False)  # outside the block nothing is recorded anywhere
+    with kernels.record_paths() as again:
+        pass
+    assert again == {} and paths == {"scan1": "torch", "conv": "torch"}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -66,3 +69,14 @@ def tiny_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model")
     build_model("sequential-tiny", vocab_size=50257).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def real_build(tmp_path_factory) -> Path:
+    """A real `paraphrase-pipe build` output (engine none, GPT-2 BPE, 40 sample documents)."""
+    out = tmp_path_factory.mktemp("real") / "build"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    subprocess.run([Path(sys.executable).parent / "paraphrase-pipe", "build", "--chunk", "128", "--tokenizer",
+                    "builtin:gpt2", "--limit", "40", "--output", str(out), "--no-progress"], check=True, env=env,
+                   capture_output=True)
+    return out

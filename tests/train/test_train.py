@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,14 +24,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUF
 # Small and quick: the GPT-2 vocabulary (50k) dominates the cost of every step.
 COMMON = dict(tokenizer="builtin:gpt2", seq_len=32, micro_batch=2, precision="fp32", device="cpu", progress=False,
               tensorboard=False, log_every=1, warmup_steps=2, lr=2e-3, val_sequences=8)
-
-
-@pytest.fixture(scope="module")
-def real_build(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("real") / "build"
-    subprocess.run([BIN / "paraphrase-pipe", "build", "--chunk", "128", "--tokenizer", "builtin:gpt2", "--limit",
-                    "40", "--output", str(out), "--no-progress"], check=True, env=ENV, capture_output=True)
-    return out
 
 
 def _cli(cfg: dict) -> list[str]:
@@ -110,22 +103,37 @@ def one_process(real_build, tiny_model, tmp_path_factory) -> Path:
     return out
 
 
+def torchrun_two(cfg: dict, out: Path) -> None:
+    run = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m",
+                          "paraphrase_pipe.train", *_cli({**cfg, "output": str(out)})[2:]],
+                         env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def fsdp_two(real_build, tiny_model, tmp_path_factory) -> Path:
+    """2 gloo processes under FSDP, with a (sharded) checkpoint at step 2 for the resume test."""
+    out = tmp_path_factory.mktemp("fsdp") / "two"
+    torchrun_two({**_distributed_cfg(real_build, tiny_model), "distributed": "fsdp", "save_every": 2}, out)
+    return out
+
+
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(real_build, tiny_model, one_process,
-                                                                         tmp_path, mode):
-    cfg = {**_distributed_cfg(real_build, tiny_model), "distributed": mode}
-    run = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m",
-                          "paraphrase_pipe.train", *_cli({**cfg, "output": str(tmp_path / "two")})[2:]],
-                         env=ENV, capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 0, run.stderr[-3000:]
-    one, two = read_metrics(one_process / "metrics.jsonl"), read_metrics(tmp_path / "two" / "metrics.jsonl")
+                                                                         tmp_path, mode, request):
+    if mode == "fsdp":
+        two_dir = request.getfixturevalue("fsdp_two")
+    else:
+        two_dir = tmp_path / "two"
+        torchrun_two({**_distributed_cfg(real_build, tiny_model), "distributed": mode}, two_dir)
+    one, two = read_metrics(one_process / "metrics.jsonl"), read_metrics(two_dir / "metrics.jsonl")
     assert [r["step"] for r in one] == [r["step"] for r in two] and one[-1]["val_loss"] is not None
     for a, b in zip(one, two):
         for key in ("loss", "val_loss", "grad_norm"):
             if a.get(key) is not None:
                 assert b[key] == pytest.approx(a[key], rel=1e-5), (key, a, b)
     w1 = load_file(one_process / "final" / "model.safetensors")
-    w2 = load_file(tmp_path / "two" / "final" / "model.safetensors")
+    w2 = load_file(two_dir / "final" / "model.safetensors")
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-5
 
 
@@ -148,3 +156,40 @@ def test_bad_input_is_a_clear_error_without_traceback(real_build, tmp_path):
         result = CliRunner().invoke(app, ["train", *args])
         assert result.exit_code == 2, (args, result.output, result.exception)
         assert message in result.output, (args, result.output)
+
+
+def test_no_recipe_on_cpu_warns_and_names_the_cpu_recipe(tmp_path):
+    from typer.testing import CliRunner
+
+    from paraphrase_pipe.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope"), "--model", "x", "--steps", "1",
+                                      "--device", "cpu", "--output", str(tmp_path / "run")])
+    assert "no --recipe, so the GPU defaults apply on this CPU (seq_len 2048, bf16" in result.output, result.output
+    assert "--recipe pipelines/train-smoke.yaml" in result.output
+    result = CliRunner().invoke(app, ["train", "--recipe", str(ROOT / "pipelines" / "train-smoke.yaml"), "--data",
+                                      str(tmp_path / "nope"), "--model", "x", "--output", str(tmp_path / "run")])
+    assert "GPU defaults" not in result.output
+
+
+def test_fsdp_writes_sharded_checkpoints_and_resumes_exactly(real_build, tiny_model, fsdp_two, tmp_path):
+    step4 = fsdp_two / "checkpoints" / "step_00000004"
+    files = sorted(p.name for p in step4.iterdir())
+    assert files == [".metadata", "__0_0.distcp", "__1_0.distcp", "trainer.json"], files  # one shard per rank
+    assert set(json.loads((step4 / "trainer.json").read_text())["files"]) == set(files) - {"trainer.json"}
+
+    resumed = tmp_path / "resumed"  # as if killed right after the step-2 checkpoint
+    shutil.copytree(fsdp_two, resumed)
+    shutil.rmtree(resumed / "final")
+    shutil.rmtree(resumed / "checkpoints" / "step_00000004")
+    rows = [r for r in read_metrics(resumed / "metrics.jsonl") if r["step"] <= 2]
+    (resumed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torchrun_two({**_distributed_cfg(real_build, tiny_model), "distributed": "fsdp", "save_every": 2}, resumed)
+    def curve(run):
+        return [(r["step"], r.get("loss"), r.get("val_loss"), r.get("grad_norm")) for r in read_metrics(run / "metrics.jsonl")]
+
+    assert curve(resumed) == curve(fsdp_two)  # bit for bit
+    assert [row[0] for row in curve(resumed)] == [0, 1, 2, 3, 4]
+    a = load_file(fsdp_two / "final" / "model.safetensors")
+    b = load_file(resumed / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The paraphrase stage on the GPU machine (one H200), in two device calls made back to back (the machine keeps
+# files outside $OUT only while it stays warm, 30 s after a call):
+#   call 1, carry .gpu1 (vLLM site tree part00 + MiniLM config):   bash benchmarks/gpu_paraphrase.sh stash filters
+#   call 2, carry .gpu2 (part01, tokenizer, server wheel):        bash benchmarks/gpu_paraphrase.sh SECTION...
+# Prepare the folders here (both git-ignored):
+#   mkdir -p .gpu1 .gpu2 && cp ../shared/gpu/vllm/site.tar.xz.part00 .gpu1/ && \
+#   cp -r ../shared/gpu/vllm/{site.tar.xz.part01,prometheus_fastapi_instrumentator-8.1.0-py3-none-any.whl,tok} .gpu2/
+#   (.gpu1/minilm: all-MiniLM-L6-v2's config + tokenizer files without the weights; random weights are made there)
+# Sections (each one benchmark script; figures go to $OUT/*.json and the log):
+#   filters              semantic gate rows/s on the GPU (random weights of all-MiniLM-L6-v2's shape), chunk 512/2048
+#   inproc-1.7b          build --engine vllm vs LLM.generate, 1.7B Llama shape, chunk 512 (the issue's 1,018 requests)
+#   openai-1.7b          build --engine openai vs a bare client, same server, same requests
+#   serve-1.7b           build --serve vs a bare client
+#   inproc-8b-2048       per-GPU throughput of build --engine vllm, 8B shape, chunk 2048, the recipe's real prompt
+#   inproc-1.7b-2048     the same at 1.7B
+# DOCS (documents of the bundled sample), MAX_NUM_SEQS, ROUNDS override the defaults.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+STASH=/root/stash
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader
+
+vllm_site() {  # unpack the two-piece vLLM tree into /tmp/site once per machine
+  [ -f /tmp/site/.done ] && return 0
+  [ -f "$STASH/site.tar.xz.part00" ] || { echo "no part00 in $STASH: run the 'stash' call first" >&2; return 1; }
+  local t0=$(date +%s)
+  mkdir -p /tmp/site && cat "$STASH/site.tar.xz.part00" .gpu2/site.tar.xz.part01 | xz -dc -T16 | tar -C /tmp/site -xf - &&
+    python3 -m pip install -q --no-deps --no-index --target /tmp/site .gpu2/prometheus_fastapi_instrumentator-*.whl &&
+    touch /tmp/site/.done && echo "gpu_paraphrase: vLLM site tree ready in $(( $(date +%s) - t0 )) s"
+}
+
+for section in "$@"; do
+  echo "=== $section $(date +%T)"
+  case $section in
+    stash)
+      mkdir -p "$STASH" && cp .gpu1/site.tar.xz.part00 "$STASH/" && ls -la "$STASH" ;;
+    filters)
+      python3 -m pip install -q --no-index --no-deps --target /tmp/pyd .gpu1/py/*.whl
+      PYTHONPATH=/tmp/pyd python3 - <<'EOF'
+from sentence_transformers import SentenceTransformer
+from transformers import BertConfig, BertModel
+import shutil
+shutil.copytree(".gpu1/minilm", "/tmp/minilm", dirs_exist_ok=True)
+BertModel(BertConfig.from_pretrained("/tmp/minilm")).save_pretrained("/tmp/minilm")
+SentenceTransformer("/tmp/minilm", device="cuda")  # loads
+print("random-weight MiniLM-L6 shape saved in /tmp/minilm")
+EOF
+      PYTHONPATH=/tmp/pyd:$PWD timeout 240 python3 benchmarks/filter_throughput.py --device cuda --gates semantic --embedding-model /tmp/minilm \
+        --chunk 512 2048 --rows 512 --repeats 3 2>&1 | grep -v Warning | tee "$OUT/filters.md" ;;
+    inproc-1.7b)
+      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation_inprocess.py --shape 1.7b --dummy \
+        --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --max-num-seqs 256 --rounds 2 --workers 12 \
+        --json "$OUT/inproc-1.7b.json" ;;
+    inproc-1.7b-2048|inproc-8b-2048)
+      shape=${section#inproc-}; shape=${shape%-2048}
+      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation_inprocess.py --shape "$shape" --dummy \
+        --model-tokenizer-dir .gpu2/tok --chunk 2048 --max-model-len 8192 --max-num-seqs "${MAX_NUM_SEQS:-256}" --rounds "${ROUNDS:-2}" \
+        --workers 12 --docs "${DOCS:-120}" --build-only --json "$OUT/$section.json" ;;
+    openai-1.7b|serve-1.7b)
+      engine=openai; [ "$section" = serve-1.7b ] && engine=vllm-serve
+      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation.py --engine $engine --gpu --shape 1.7b \
+        --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --docs-per-task 32 --max-tokens 0 --max-model-len 4096 \
+        --max-num-seqs 256 --concurrency 512 --workers 12 --top-p 0.95 --repeat 2 --json "$OUT/$section.json" ;;
+    *) echo "unknown section $section" >&2 ;;
+  esac
+done
+echo "=== done $(date +%T)"

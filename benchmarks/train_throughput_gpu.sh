@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One device call = kernels install + checks + the fair training-throughput sweep (benchmarks/train_throughput.py).
+#
+# On the CPU machine, once, put the prebuilt pieces into the git-ignored .gpu/ (36 MiB) and name `.gpu` in the
+# device call's `carry`:
+#   bash benchmarks/train_throughput_gpu.sh stage        # copies ../shared/gpu/{wheels,py,triton_autotune.tgz}
+# On the GPU machine (arguments after the sub-command go to train_throughput.py; $OUT gets the JSON + tables):
+#   bash benchmarks/train_throughput_gpu.sh run --sizes 130m 780m
+# Steps: gpu_setup.sh installs mamba_ssm + causal_conv1d from .gpu/wheels (~55 s instead of ~3 min compiling) and
+# restores the Triton autotune results; pydantic (needed by the trainer) goes to /tmp/site; the script then runs
+# its agreement checks (ours vs reference loss on the same weights and batch, fused vs plain loss) before timing.
+# One size's sweep (3 sides, micro-batch 4..64) takes ~3-8 min at 130M-780M; run larger sizes one per call.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-run}" in
+  stage)
+    SHARED=${GPU_SHARED:-/work/shared/gpu}
+    mkdir -p .gpu/wheels .gpu/py
+    cp "$SHARED"/wheels/* .gpu/wheels/ && cp "$SHARED"/py/*.whl .gpu/py/ && cp "$SHARED"/triton_autotune.tgz .gpu/
+    du -sh .gpu
+    ;;
+  run)
+    shift || true
+    export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache} TRITON_CACHE_AUTOTUNING=1
+    GPU_SETUP_CONV1D=1 bash benchmarks/gpu_setup.sh
+    if ! python3 -c "import pydantic" 2>/dev/null; then
+      python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/py/*.whl
+      export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    python3 benchmarks/train_throughput.py --out "${OUT:-runs/train_throughput}" "$@"
+    ;;
+  *) echo "usage: $0 stage | run [train_throughput.py args]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,49 @@
+"""The feeder's pieces that need no engine: request accounting, batch cutting, the clients' shared budget.
+(The feeder itself runs against the real CPU vLLM engine in test_vllm_inprocess.py.)"""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import pyarrow as pa
+
+from paraphrase_pipe.config import BuildConfig
+from paraphrase_pipe.engines.llm import InFlight
+from paraphrase_pipe.executors.local import _take
+from paraphrase_pipe.pipeline import Pipeline
+from paraphrase_pipe.schema import RANGE_COLUMN
+
+
+def test_in_flight_window_starts_when_requests_reach_the_backend():
+    count = InFlight()
+    count.full_at = 2
+    count.add(4)
+    time.sleep(0.05)  # engine start-up: counted in flight, outside the window
+    count.sending()
+    time.sleep(0.1)
+    count.finish(2, output_tokens=10, answered=True)
+    time.sleep(0.1)
+    count.finish(2, output_tokens=6, answered=True)
+    stats = count.stats()
+    assert count.now == 0 and stats["requests"] == 4 and stats["output_tokens"] == 16
+    assert 0.19 < stats["window_s"] < 0.3
+    assert 2.8 < stats["mean_in_flight"] < 3.2  # 4 for half the window, 2 for the other half
+    assert stats["full_fraction"] > 0.95  # never below full_at=2 inside the window
+
+
+def test_take_joins_whole_tasks_and_per_task_splits_them_back():
+    tasks = [pa.table({"i": list(range(a, b)), RANGE_COLUMN: [f"r{a}"] * (b - a)}) for a, b in ((0, 3), (3, 8), (8, 9))]
+    ready = deque(tasks)
+    first = _take(ready, 4)  # a task is never split: 3 + 5 rows
+    second = _take(ready, 100)
+    assert first["i"].to_pylist() == list(range(8)) and second["i"].to_pylist() == [8] and not ready
+    assert [t.to_pylist() for t in Pipeline.per_task(first)] == [t.to_pylist() for t in tasks[:2]]
+
+
+def test_http_clients_in_workers_split_the_build_budget():
+    config = BuildConfig(engine="openai", engine_options={"model": "m", "endpoints": ["http://127.0.0.1:9"], "concurrency": 100})
+    shared = Pipeline(config).sharing_clients(8)
+    assert shared.config.engine_options["concurrency"] == 13 and config.engine_options["concurrency"] == 100
+    default = BuildConfig(engine="openai", engine_options={"model": "m", "endpoints": ["http://127.0.0.1:9"]})
+    assert Pipeline(default).sharing_clients(4).config.engine_options["concurrency"] == 128  # 512 / 4
+    assert Pipeline(BuildConfig()).sharing_clients(4).config == BuildConfig()  # `none` has no budget
