@@ -19,7 +19,7 @@ from paraphrase_pipe.engines import create_engine, gpus_held
 from paraphrase_pipe.engines.request_cache import discard as discard_request_cache
 from paraphrase_pipe.executors import get_executor
 from paraphrase_pipe.output.manifest import MANIFEST, BuildManifest
-from paraphrase_pipe.output.reader import is_damaged
+from paraphrase_pipe.output.sweep import is_damaged
 from paraphrase_pipe.output.resume import planned_tasks, remaining_tasks
 from paraphrase_pipe.output.session import OutputSession
 from paraphrase_pipe.pipeline import Pipeline
