@@ -133,7 +133,7 @@ app.command("train")(__import__("paraphrase_pipe.train.command", fromlist=["trai
 app.command("plan")(__import__("paraphrase_pipe.plan", fromlist=["plan"]).plan)
 app.command("eval")(__import__("paraphrase_pipe.evaluate.command", fromlist=["eval_command"]).eval_command)
 app.command("analyze")(__import__("paraphrase_pipe.analysis.command", fromlist=["analyze_command"]).analyze_command)
-app.command("card")(__import__("paraphrase_pipe.card", fromlist=["command"]).command)
+app.command("card")(__import__("paraphrase_pipe.card.command", fromlist=["command"]).command)
 app.command("sweep")(__import__("paraphrase_pipe.sweep", fromlist=["command"]).command)
 
 

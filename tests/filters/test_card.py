@@ -106,7 +106,7 @@ def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
     assert "separator: \"\\n\\n\"" in card  # full resolved config, readable
     # drift: per input shard and pooled over shards, against the originals of every paraphrased chunk
     from paraphrase_pipe.card import gather
-    from paraphrase_pipe.filters.drift import Counts, js_divergence
+    from paraphrase_pipe.card.divergence import Counts, js_divergence
 
     drift = gather(out)["drift"]
     assert json.loads((out / "drift.json").read_text()) == json.loads(json.dumps(drift))  # complete, machine-readable
@@ -122,7 +122,7 @@ def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
 
 
 def test_card_lists_the_largest_input_shards_and_points_to_drift_json(pairs_build, monkeypatch):
-    from paraphrase_pipe import card
+    from paraphrase_pipe.card import render as card
 
     out, _ = pairs_build
     monkeypatch.setattr(card, "DRIFT_ROWS", 1)

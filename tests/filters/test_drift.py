@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from paraphrase_pipe.filters.drift import Counts, Drift, js_divergence
+from paraphrase_pipe.card.divergence import Counts, TokenDivergence, js_divergence
 
 
 def counts(mapping: dict[int, int]) -> Counts:
@@ -39,7 +39,7 @@ def test_drift_report_before_and_after_per_source_and_overall(tokenizer):
     english = "The expression x and y first evaluates x; if x is false, its value is returned."
     rewrite = "To evaluate x and y, Python evaluates x first and returns it when it is false."
     german = "Der Ausdruck x und y wertet zuerst x aus; ist x falsch, wird sein Wert zurückgegeben."
-    drift = Drift(tokenizer)
+    drift = TokenDivergence(tokenizer)
     drift.POOL_EVERY = 2  # exercise the intermediate merges
     drift.measure("a", pa.table({"original": [english, english], "paraphrase": [rewrite, german], "accepted": [True, False]}))
     drift.measure("b", pa.table({"original": [english], "paraphrase": [rewrite], "accepted": [True]}))

@@ -1,5 +1,6 @@
-"""Token-distribution drift: Jensen–Shannon divergence (base 2, so in [0, 1]) between the unigram / bigram
-distribution of paraphrases and that of their source chunks, under the build tokenizer.
+"""Token-distribution divergence, a corpus measure on the output (not a filter): Jensen–Shannon divergence
+(base 2, so in [0, 1]) between the unigram / bigram distribution of paraphrases and that of their source
+chunks, under the build tokenizer. The card and `drift.json` call it drift.
 
 Measured on the output, not gated: before filtering (every paraphrase that reached the filter) and after
 (only the accepted ones), both against the same source sample (the originals of every paraphrased chunk), per
@@ -83,7 +84,7 @@ def _divergences(groups: dict[str, Counts]) -> dict[str, float | None]:
     return out
 
 
-class Drift:
+class TokenDivergence:
     """Measures one input shard at a time and pools its counts for the overall figure."""
 
     POOL_EVERY = 64  # merge pending count tables after this many shards (bounded memory, one sort per merge)
