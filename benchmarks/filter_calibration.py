@@ -19,7 +19,8 @@ Passages are split by document (a hash of the document id) into a calibration ha
 derived pair stays with its document. `--calibrate` prints, from the calibration half only, the band edge of
 each coverage gate that rejects the most of its target kinds while accepting every calibration paraphrase (set
 halfway to the next bad score); the defaults in paraphrase_pipe/filters/ were set from it. The report (default)
-is on the held-out half with the defaults (FilterOptions()), through the real filter stage.
+is on the held-out half with the defaults (FilterOptions()), through the real filter stage; a gate in
+parentheses is off by default (its row shows it alone, the chain leaves it out).
 
     .venv/bin/python benchmarks/filter_calibration.py --calibrate
     .venv/bin/python benchmarks/filter_calibration.py
@@ -132,6 +133,7 @@ def table(pairs: list[dict], tok) -> pa.Table:
 
 
 def only(name: str, base: FilterOptions) -> FilterOptions:
+    """`base` with gate `name` alone switched on (also a gate that is off by default)."""
     options = base.model_copy(deep=True)
     for other in type(options).model_fields:
         getattr(options, other).enabled = other == name
@@ -168,14 +170,15 @@ def report(pairs: list[dict], tok) -> None:
     print(f"held-out half: {len(held)} pairs, {len({p['doc_id'] for p in held})} documents; positives = pairs to reject")
     print(f"{'gate':13s} {'precision':>9s} {'recall':>7s}  rejected by kind")
     rows = table(held, tok)
-    names = [n for n in type(options).model_fields if getattr(options, n).enabled] + ["chain"]
+    names = [n for n in type(options).model_fields if n != "perplexity"] + ["chain"]  # perplexity: no reference LM offline
     for name in names:
         out = filter_rows(rows, options if name == "chain" else only(name, options), tok)
         rejected = np.asarray([r is not None for r in out["reject_reason"].to_pylist()])
         tp = (rejected & bad).sum()
         precision = tp / rejected.sum() if rejected.sum() else float("nan")
         by_kind = "  ".join(f"{k} {rejected[kinds == k].mean():.0%}" for k in dict.fromkeys(kinds))
-        print(f"{name:13s} {precision:9.2f} {tp / bad.sum():7.2f}  {by_kind}")
+        label = name if name == "chain" or getattr(options, name).enabled else f"({name})"
+        print(f"{label:13s} {precision:9.2f} {tp / bad.sum():7.2f}  {by_kind}")
         if name == "chain":
             omitted = np.isin(kinds, OMISSIONS)
             print(f"\ntargets: faithful accepted {1 - rejected[kinds == 'faithful'].mean():.0%} (>= 90%), "

@@ -19,6 +19,7 @@ same kind that the source does not have (`facts_changed` above its band). A sour
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
@@ -32,7 +33,7 @@ QUOTED = re.compile(r"\"([^\"\n]{1,40})\"|(?<!\w)'([^'\n]{1,40})'(?!\w)|`([^`\n]
 CODE = re.compile(r"(?<![\w])[:<]?[A-Za-z_][\w.-]*[\w>](?:\(\))?")
 SENTENCE_START = re.compile(r"(?:^\s*|[.!?:\]]\s+|[(\t]|\n[\s*\d.)-]*)$")
 UNIT_PREFIXES = {"", "kilo", "mega", "giga", "tera", "milli", "micro", "nano", "centi", "kibi", "mebi", "gibi", "tebi"}
-UNIT_KINDS = {"[length]", "[mass]", "[time]", "[temperature]", "[information]", "1 / [time]", "[length] / [time]", "[area]", "[volume]"}
+UNIT_KINDS = {"[length]", "[mass]", "[time]", "[temperature]", "1 / [time]", "[length] / [time]", "[area]", "[volume]"}
 
 
 @lru_cache(maxsize=1)
@@ -65,12 +66,13 @@ def unit_of(word: str) -> str | None:
     if not (spelled or word == registry.get_symbol(full)):
         return None
     kind = str(registry.get_dimensionality(full))
-    return full if kind in UNIT_KINDS or name in ("percent", "pixel", "css_pixel") else None
+    return full if kind in UNIT_KINDS or name in ("percent", "pixel", "css_pixel", "byte", "bit") else None  # pint: bytes are dimensionless
 
 
 @dataclass(frozen=True)
 class Facts:
     numbers: frozenset[tuple[str, str | None]]  # (value, unit)
+    counts: Counter  # value -> how often it occurs (one "3" of three changed is a change)
     names: frozenset[str]  # casefolded
     text: str  # normalised text the facts were found in (casefolded, numbers as digits)
 
@@ -91,7 +93,7 @@ def extract(text: str, language: str = "en") -> Facts:
         text = alpha2digit(text, language)
     except Exception:  # noqa: BLE001 - an unsupported language leaves number words as words
         pass
-    numbers = {(_number(m[1]), unit_of(m[2] or m[3]) if (m[2] or m[3]) else None) for m in NUMBER.finditer(text)}
+    found = [(_number(m[1]), unit_of(m[2] or m[3]) if (m[2] or m[3]) else None) for m in NUMBER.finditer(text)]
     quoted = (q.strip() for m in QUOTED.finditer(text) for q in m.groups() if q and q.strip())
     names = {q.casefold() for q in quoted if len(q.split()) <= 3}  # longer: two unrelated quote marks
     lower = set(re.findall(r"\b[a-z]\w*", text))
@@ -102,7 +104,7 @@ def extract(text: str, language: str = "en") -> Facts:
         named = token[0].isupper() and token.lower() not in lower and not SENTENCE_START.search(text[: m.start()][-8:])
         if coded or named:
             names.add(token.casefold())
-    return Facts(frozenset(numbers), frozenset(names), " ".join(text.casefold().split()))
+    return Facts(frozenset(found), Counter(v for v, _ in found), frozenset(names), " ".join(text.casefold().split()))
 
 
 def _found(number: tuple[str, str | None], numbers: frozenset[tuple[str, str | None]]) -> bool:
@@ -121,7 +123,10 @@ def compare(original: str, paraphrase: str, language: str = "en") -> tuple[float
     new_numbers = [n for n in para.numbers if not _found(n, src.numbers)]
     new_names = [n for n in para.names if n not in src.text]
     found = src.size - len(missing_numbers) - len(missing_names)
-    changed = min(len(missing_numbers), len(new_numbers)) + min(len(missing_names), len(new_names))
+    # a change: a source fact gone (numbers: fewer occurrences) where the paraphrase has one the source lacks
+    fewer = sum((src.counts - para.counts).values())
+    more = sum((para.counts - src.counts).values())
+    changed = min(fewer, more) + min(len(missing_names), len(new_names))
     return found / src.size, changed / src.size
 
 
