@@ -3,6 +3,7 @@ pairs — not the calibration set (benchmarks/filter_pairs/, see benchmarks/filt
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -13,13 +14,14 @@ from paraphrase_pipe.stages.filter import filter_rows
 
 from .conftest import rows_table
 
-COVERAGE = ("recall", "fact_changes", "facts", "sections")
+COVERAGE = ("recall", "fact_changes", "facts", "sections")  # `sections` is off by default (README)
 
 
 def coverage_only() -> FilterOptions:
+    """The coverage gates that are on by default, alone."""
     options = FilterOptions()
     for name in type(options).model_fields:
-        getattr(options, name).enabled = name in COVERAGE
+        getattr(options, name).enabled = name in COVERAGE and getattr(options, name).enabled
     return options
 
 
@@ -40,14 +42,15 @@ def test_coverage_gates_keep_the_fixture_paraphrases_and_catch_what_was_dropped_
     for p in good:
         numbers = sorted({v for v, _ in extract(p["paraphrase"]).numbers})
         if numbers:  # one number changed, as a careless rewrite does
-            changed.append({**p, "kind": "changed", "paraphrase": p["paraphrase"].replace(numbers[0], str(int(float(numbers[0])) + 7))})
+            wrong = re.sub(rf"(?<![\d.]){re.escape(numbers[-1])}(?![\d])", str(int(float(numbers[-1])) + 7), p["paraphrase"])
+            changed.append({**p, "kind": "changed", "paraphrase": wrong})
         words = p["paraphrase"].split()
         dropped.append({**p, "kind": "dropped", "paraphrase": " ".join(words[: len(words) // 2])})
     out = filter_rows(rows_table(good + changed + dropped), coverage_only(), tokenizer).to_pylist()
     reasons = {kind: [r["reject_reason"] for r, p in zip(out, good + changed + dropped) if p["kind"] == kind] for kind in ("paraphrase", "changed", "dropped")}
     assert reasons["paraphrase"] == [None] * len(good)
     assert len(changed) >= 3 and reasons["changed"] == ["facts_changed"] * len(changed)
-    assert all(reason in ("content_dropped", "facts_dropped", "section_dropped") for reason in reasons["dropped"])
+    assert all(reason in ("content_dropped", "facts_dropped") for reason in reasons["dropped"])
 
 
 def test_bad_input_gets_clear_scores_never_a_crash(pairs, tokenizer):
@@ -61,17 +64,17 @@ def test_bad_input_gets_clear_scores_never_a_crash(pairs, tokenizer):
         (source, ""),  # empty paraphrase
         (source, "Если что-то пойдёт не так, вы получите сообщение об ошибке."),  # another script
         (no_facts, "a cat was sitting on the mat, looking at the door for some time, then it fell asleep"),
-        (long_chunk, long_chunk.replace(".", ";")),  # a 2,048-token chunk
+        (long_chunk, " ".join(long_chunk.split())),  # a 2,048-token chunk, reflowed
         ("", "text without a source"),
     ]
     options = FilterOptions()
     gates = {name: getattr(options, name) for name in COVERAGE}
     scores = {name: gate.score([o for o, _ in cases], [p for _, p in cases], tokenizer)[gate.column] for name, gate in gates.items()}
     empty, script, plain, long, no_source = zip(*(scores[name] for name in COVERAGE))
-    assert empty == (0.0, 0.0, 0.0, 0.0) or (empty[0] == 0.0 and empty[2] == 0.0 and empty[3] == 0.0)
+    assert (empty[0], empty[2], empty[3]) == (0.0, 0.0, 0.0)  # recall, facts kept, weakest section: nothing kept
     assert script[0] < 0.2 and script[2] < 0.5 and script[3] < 0.5  # nothing of the source survives
     assert math.isnan(plain[1]) and math.isnan(plain[2])  # no numbers or names: the fact gates cannot reject
-    assert long[0] > 0.9 and long[1] == 0.0 and long[2] == 1.0 and long[3] > 0.9
+    assert long[0] == 1.0 and long[1] == 0.0 and long[2] == 1.0 and long[3] > 0.95  # the longer tail section: 0.97
     assert all(math.isnan(v) for v in no_source)  # an empty source has nothing to lose
     for name, gate in gates.items():  # a NaN score is never a reject
         verdicts = gate.judge(np.asarray(scores[name]))
