@@ -104,6 +104,7 @@ def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
         assert f"- `{reason}`: {n}" in card
     assert "| `score_semantic` | after | 16 |" in card
     assert "separator: \"\\n\\n\"" in card  # full resolved config, readable
+    assert f"| accepted | {n_good} | bigram |" in card and "| rejected | 14 | unigram |" in card  # size-matched, with null
     # drift: per input shard and pooled over shards, against the originals of every paraphrased chunk
     from paraphrase_pipe.card import gather
     from paraphrase_pipe.card.divergence import Counts, js_divergence
