@@ -1,8 +1,10 @@
 """Recall drop when one block — or, in a parallel hybrid, one branch of a block — is removed: the paper's test of
 which layers carry memory recall.
 
-A removed block passes its input through unchanged (`blocks.skip_blocks`, any model); a removed branch contributes
-zeros to its block's merge (the model's own `ablate(branches=...)`, our parallel hybrids). Recall is the synthetic
+A removed block passes its input through unchanged (`blocks.skip_blocks`, any model); a block with a removed branch
+outputs its kept branch alone, bypassing the merge (the model's own `ablate(branches=...)`, our parallel hybrids):
+one definition for every merge, so branch drops compare across merges (zeros fed to a cross-attention merge
+would leave a uniform average of the values, to a gate or norm-mean half the kept branch). Recall is the synthetic
 suite (`evaluate.synthetic`: exact answers, seeded, no downloads) at one length; each unit's row is the baseline
 accuracy minus the accuracy without that unit, per task.
 """

@@ -58,3 +58,22 @@ class LexicalGate(Gate):
 
     def score(self, originals, paraphrases, tokenizer):
         return {self.column: np.array([rouge_l(o, p) for o, p in zip(originals, paraphrases)], dtype=np.float64)}
+
+
+def rouge_l_recall(reference: str, candidate: str) -> float:
+    """ROUGE-L recall: the share of the source's words that the paraphrase keeps in order (F1 hides omissions)."""
+    ref = words(reference)
+    return lcs_length(ref, words(candidate)) / len(ref) if ref else float("nan")
+
+
+class RecallGate(Gate):
+    """A floor on ROUGE-L recall: a rewrite that left out part of the source keeps fewer of its words."""
+
+    min: float | None = 0.47  # benchmarks/filter_calibration.py --calibrate
+
+    name: ClassVar[str] = "recall"
+    column: ClassVar[str] = "score_rouge_l_recall"
+    low_reason: ClassVar[str] = "content_dropped"
+
+    def score(self, originals, paraphrases, tokenizer):
+        return {self.column: np.array([rouge_l_recall(o, p) for o, p in zip(originals, paraphrases)], dtype=np.float64)}

@@ -39,12 +39,19 @@ class ParallelMixer(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
         s, a = self.ssm(x, ctx), self.attn(x, ctx)
-        if f"{self.layer_idx}.ssm" in ctx.hooks.skip_branches:
+        drop_ssm, drop_attn = f"{self.layer_idx}.ssm" in ctx.hooks.skip_branches, f"{self.layer_idx}.attn" in ctx.hooks.skip_branches
+        if drop_ssm:
             s = torch.zeros_like(s)
-        if f"{self.layer_idx}.attn" in ctx.hooks.skip_branches:
+        if drop_attn:
             a = torch.zeros_like(a)
         if ctx.hooks.record is not None:
             ctx.hooks.record["branch_outputs"][self.layer_idx] = {"ssm": s, "attn": a}
+        # A removed branch leaves the block as a single-branch block of the kept kind, whatever the merge: zeros
+        # through the merge would mean different things per merge (cross-attention without its query branch is
+        # a uniform causal average of the values, a gate or norm-mean halves the kept branch), so recall drops
+        # would not be comparable across merges. With `sum` both definitions agree.
+        if drop_ssm or drop_attn:
+            return s if drop_attn else a
         return self.merge(s, a, ctx)
 
 

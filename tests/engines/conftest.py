@@ -23,6 +23,7 @@ import pyarrow as pa
 import pytest
 
 from paraphrase_pipe.engines.managed_server import SERVER_MODULE, die_with_parent, free_port
+from paraphrase_pipe.filters import FilterOptions
 
 from .tiny_llm import build_tiny_llm
 
@@ -41,7 +42,7 @@ VLLM_CPU = ["-E", "dtype=float32", "-E", "enforce_eager=true", "-E", "num_gpus=0
 SERVER_FLAGS = ["--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager", "--seed", "0",
                 "--no-enable-chunked-prefill", "--distributed-executor-backend", "uni"]
 SERVED_ALIAS = "tiny-alias"  # a second name the shared server answers to: no hub id, no local dir
-NO_FILTERS = "filter_options:\n" + "".join(f"  {g}: {{enabled: false}}\n" for g in ("length", "lexical", "language", "semantic", "perplexity"))
+NO_FILTERS = "filter_options:\n" + "".join(f"  {g}: {{enabled: false}}\n" for g in FilterOptions.model_fields)
 COMPARED = ("sample_id", "chunk_id", "paraphrase", "finish_reason", "prompt_tokens", "completion_tokens", "reject_reason")
 
 

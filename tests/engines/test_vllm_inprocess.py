@@ -69,3 +69,38 @@ def test_feeder_keeps_the_engine_full_across_task_boundaries(inprocess_build, ti
     # a full batch for most of the window (only the last requests drain below it); two tasks in flight hold ~6
     assert window["engine_counter"]["full_fraction"] >= 0.6, window
     assert window["engine_counter"]["mean_in_flight"] >= 8, window
+
+
+def test_real_engine_build_with_the_default_gates_writes_a_card(tiny_llm_dir, tmp_path):
+    """End to end with the real engine and every default gate on: real (random-model) generations reach the
+    filter, each row ends accepted or dead-lettered with a reason and its scores, and the card is written."""
+    import pytest
+    import yaml
+
+    from paraphrase_pipe.filters import FilterOptions
+
+    recipe = tmp_path / "default-gates.yaml"
+    recipe.write_text("layout: orig+para\n")
+    out = tmp_path / "out"
+    build_cmd(out, tiny_llm_dir, recipe, "--engine", "vllm", *VLLM_CPU, "--limit", "6", env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    gates = FilterOptions().gates()
+    assert {g.name for g in gates} >= {"length", "lexical", "recall", "language", "fact_changes", "facts", "semantic"}
+    accepted, rejected = rows(out, "shards"), rows(out, "rejected")
+    filtered = [r for r in rejected if r["reject_stage"] == "filter"]
+    assert filtered, "random-model paraphrases that stop on their own reach the gates"
+    reasons = {reason for g in gates for reason in (g.low_reason, g.high_reason) if reason}
+    for row in filtered:
+        assert row["reject_reason"] in reasons and row["reject_detail"] and row["score_length_ratio"] is not None
+    for row in accepted:
+        assert all(row[g.column] is None or row[g.column] == row[g.column] for g in gates)
+    card = (out / "README.md").read_text()
+    for reason, n in manifest["counts"]["rejects_by_reason"].items():
+        assert f"- `{reason}`: {n}" in card
+    assert "| facts | yes | 0.95 |" in card
+    meta = yaml.safe_load(card.split("---")[1])
+    assert [c["config_name"] for c in meta["configs"]] == (["default"] if accepted else []) + ["rejected"]
+    datasets = pytest.importorskip("datasets")
+    got = datasets.load_dataset(str(out), "rejected", split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert got.num_rows == len(rejected)

@@ -104,9 +104,10 @@ def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
         assert f"- `{reason}`: {n}" in card
     assert "| `score_semantic` | after | 16 |" in card
     assert "separator: \"\\n\\n\"" in card  # full resolved config, readable
+    assert f"| accepted | {n_good} | bigram |" in card and "| rejected | 14 | unigram |" in card  # size-matched, with null
     # drift: per input shard and pooled over shards, against the originals of every paraphrased chunk
     from paraphrase_pipe.card import gather
-    from paraphrase_pipe.filters.drift import Counts, js_divergence
+    from paraphrase_pipe.card.divergence import Counts, js_divergence
 
     drift = gather(out)["drift"]
     assert json.loads((out / "drift.json").read_text()) == json.loads(json.dumps(drift))  # complete, machine-readable
@@ -122,7 +123,7 @@ def test_filtered_build_card_scores_drift_and_loading(pairs_build, tokenizer):
 
 
 def test_card_lists_the_largest_input_shards_and_points_to_drift_json(pairs_build, monkeypatch):
-    from paraphrase_pipe import card
+    from paraphrase_pipe.card import render as card
 
     out, _ = pairs_build
     monkeypatch.setattr(card, "DRIFT_ROWS", 1)
@@ -131,3 +132,26 @@ def test_card_lists_the_largest_input_shards_and_points_to_drift_json(pairs_buil
     card.write_card(out)  # leave the module's shared build as it was
     assert "| `bad.jsonl` |" not in text and "| `good.jsonl` | 16 | 16 |" in text
     assert "1 more input shards (the largest 1 are listed): every one is in `drift.json`." in text
+
+
+@pytest.mark.parametrize("kinds", [("paraphrase",), ("near_copy", "unrelated", "truncated", "other_language")], ids=["no-rejects", "no-accepted"])
+def test_card_configs_are_what_the_build_has(pairs, tmp_path, kinds):
+    """`configs:` names only configs with rows: a build without rejects has no `rejected` config, one with zero
+    accepted rows no `default`, and each config that is listed loads."""
+    datasets = pytest.importorskip("datasets")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(REGISTRY, "pairs", "tests.filters.pairs_engine:PairsEngine")
+        out = build_from_pairs([p for p in pairs if p["kind"] in kinds], tmp_path)
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    names = [c["config_name"] for c in front_matter(out)["configs"]]
+    card = (out / "README.md").read_text()
+    if kinds == ("paraphrase",):
+        assert counts["rejected"] == 0 and names == ["default"]
+        assert load(out).num_rows == counts["accepted"] > 0
+        assert 'no rejected rows: this build has no "rejected" config' in card
+        with pytest.raises(ValueError, match="rejected"):  # datasets' own message names the configs there are
+            datasets.load_dataset(str(out), "rejected", split="train", cache_dir=str(tmp_path / "hf-cache"))
+    else:
+        assert counts["accepted"] == 0 and names == ["rejected"]
+        assert load(out, "rejected").num_rows == counts["rejected"] > 0
+        assert "no accepted samples: this build has no default config" in card

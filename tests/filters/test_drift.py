@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from paraphrase_pipe.filters.drift import Counts, Drift, js_divergence
+from paraphrase_pipe.card.divergence import Counts, TokenDivergence, closeness, js_divergence
 
 
 def counts(mapping: dict[int, int]) -> Counts:
@@ -39,7 +39,7 @@ def test_drift_report_before_and_after_per_source_and_overall(tokenizer):
     english = "The expression x and y first evaluates x; if x is false, its value is returned."
     rewrite = "To evaluate x and y, Python evaluates x first and returns it when it is false."
     german = "Der Ausdruck x und y wertet zuerst x aus; ist x falsch, wird sein Wert zurückgegeben."
-    drift = Drift(tokenizer)
+    drift = TokenDivergence(tokenizer)
     drift.POOL_EVERY = 2  # exercise the intermediate merges
     drift.measure("a", pa.table({"original": [english, english], "paraphrase": [rewrite, german], "accepted": [True, False]}))
     drift.measure("b", pa.table({"original": [english], "paraphrase": [rewrite], "accepted": [True]}))
@@ -56,3 +56,20 @@ def test_drift_report_before_and_after_per_source_and_overall(tokenizer):
         before = js_divergence(Counts.of(ids([rewrite, german, rewrite, german]), n), Counts.of(ids(source), n))
         after = js_divergence(Counts.of(ids([rewrite, rewrite]), n), Counts.of(ids(source), n))
         assert report["overall"][order] == {"before": pytest.approx(before, abs=1e-6), "after": pytest.approx(after, abs=1e-6)}
+
+
+def test_closeness_is_size_matched_and_reports_its_null(pairs, tokenizer):
+    """Known answers: a paraphrase identical to its source sits exactly on the null; reversed token order keeps
+    unigram counts (within the null) and breaks bigrams (beyond it). Both sides compare equal-sized halves."""
+    ids = [np.asarray(tokenizer.backend.encode(p["original"], add_special_tokens=False).ids) for p in pairs if p["kind"] == "paraphrase"]
+    same = closeness([(o, o) for o in ids], 1)
+    assert same["chunks"] == len(ids) and same["divergence"] == same["null_mean"] and not same["beyond_null"]
+    reversed_unigram, reversed_bigram = (closeness([(o, o[::-1]) for o in ids], n) for n in (1, 2))
+    assert reversed_unigram["divergence"] == same["divergence"] and not reversed_unigram["beyond_null"]
+    assert reversed_bigram["divergence"] > reversed_bigram["null_p95"] and reversed_bigram["beyond_null"]
+    assert closeness([(o, o) for o in ids[:3]], 1) is None  # too few pairs to halve
+    drift = TokenDivergence(tokenizer)
+    drift.measure("x", pa.table({"original": [p["original"] for p in pairs], "paraphrase": [p["paraphrase"] for p in pairs],
+                                 "accepted": [p["kind"] == "paraphrase" for p in pairs]}))
+    near = drift.report()["closeness"]
+    assert near["accepted"]["unigram"]["chunks"] == len(ids) and near["rejected"]["bigram"]["chunks"] == len(pairs) - len(ids)

@@ -102,3 +102,19 @@ def test_forward_hidden_and_ablations():
 def test_config_errors_are_clear(bad, match):
     with pytest.raises(ValueError, match=match):
         HybridConfig(**{"d_model": 64, "n_layer": 2, **bad})
+
+
+@pytest.mark.parametrize("merge", ["sum", "norm-mean", "gate", "concat-proj", "cross-attention"])
+def test_a_removed_branch_leaves_the_kept_branch_alone_for_every_merge(merge):
+    """Branch ablation means one thing for every merge (comparable recall drops): the block outputs its kept
+    branch. Zeros through a cross-attention merge would instead leave a uniform average of the values."""
+    model = make_model("parallel-xattn", merge=merge)
+    x = torch.randint(0, VOCAB, (1, 8))
+    trace = model.forward_hidden(x)
+    with model.ablate(branches=["0.attn"]):
+        no_attn = model.forward_hidden(x)
+    with model.ablate(branches=["0.ssm"]):
+        no_ssm = model.forward_hidden(x)
+    torch.testing.assert_close(no_attn["mixer_outputs"][0], trace["branch_outputs"][0]["ssm"])
+    torch.testing.assert_close(no_ssm["mixer_outputs"][0], trace["branch_outputs"][0]["attn"])
+    assert (trace["mixer_outputs"][0] - trace["branch_outputs"][0]["ssm"]).abs().max() > 1e-6  # the merge does something

@@ -1,0 +1,84 @@
+"""The coverage gates (numbers / names kept and unchanged, ROUGE-L recall, weakest section) on the fixture's real
+pairs — not the calibration set (benchmarks/filter_pairs/, see benchmarks/filter_calibration.py) — and on bad input."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from paraphrase_pipe.filters import FilterOptions
+from paraphrase_pipe.filters.facts import compare, extract
+from paraphrase_pipe.stages.filter import filter_rows
+
+from .conftest import rows_table
+
+COVERAGE = ("recall", "fact_changes", "facts", "sections")  # `sections` is off by default (README)
+
+
+def coverage_only() -> FilterOptions:
+    """The coverage gates that are on by default, alone."""
+    options = FilterOptions()
+    for name in type(options).model_fields:
+        getattr(options, name).enabled = name in COVERAGE and getattr(options, name).enabled
+    return options
+
+
+def test_facts_are_normalised_before_they_are_compared():
+    assert compare("The limit is 1,200 lines.", "It stops at 1200 lines.") == (1.0, 0.0)
+    assert compare("The trail is 3 km long and has twelve signs.", "There are 12 signs on the three kilometres trail.") == (1.0, 0.0)
+    assert extract("It takes 5 MB or 16 bit.").numbers == {("5", "megabyte"), ("16", "bit")}
+    assert extract("Put it in 3 in a row.").numbers == {("3", None)}  # "in" is a word here, not inches
+    kept, changed = compare("The trail is 3 km long.", "The trail is 3 miles long.")
+    assert kept == 0.0 and changed == 1.0  # same number, other unit: a changed fact
+    kept, changed = compare('Use "write_char" with CTRL-W in Unix.', 'Use "read_char" with CTRL-W in Unix.')
+    assert changed > 0 and kept < 1
+
+
+def test_coverage_gates_keep_the_fixture_paraphrases_and_catch_what_was_dropped_or_changed(pairs, tokenizer):
+    good = [p for p in pairs if p["kind"] == "paraphrase"]
+    changed, dropped = [], []
+    for p in good:
+        numbers = sorted({v for v, _ in extract(p["paraphrase"]).numbers})
+        if numbers:  # one number changed, as a careless rewrite does
+            wrong = re.sub(rf"(?<![\d.]){re.escape(numbers[-1])}(?![\d])", str(int(float(numbers[-1])) + 7), p["paraphrase"])
+            changed.append({**p, "kind": "changed", "paraphrase": wrong})
+        words = p["paraphrase"].split()
+        dropped.append({**p, "kind": "dropped", "paraphrase": " ".join(words[: len(words) // 2])})
+    out = filter_rows(rows_table(good + changed + dropped), coverage_only(), tokenizer).to_pylist()
+    reasons = {kind: [r["reject_reason"] for r, p in zip(out, good + changed + dropped) if p["kind"] == kind] for kind in ("paraphrase", "changed", "dropped")}
+    assert reasons["paraphrase"] == [None] * len(good)
+    assert len(changed) >= 3 and reasons["changed"] == ["facts_changed"] * len(changed)
+    assert all(reason in ("content_dropped", "facts_dropped") for reason in reasons["dropped"])
+
+
+def test_bad_input_gets_clear_scores_never_a_crash(pairs, tokenizer):
+    from tests.build.conftest import sample_records
+
+    source = pairs[0]["original"]
+    long_text = next(r["text"] for r in sample_records(60) if tokenizer.count([r["text"]])[0] >= 2048)
+    long_chunk = tokenizer.backend.decode(tokenizer.backend.encode(long_text, add_special_tokens=False).ids[:2048])
+    no_facts = "the cat sat on the mat and looked at the door for a while before it slept"
+    cases = [
+        (source, ""),  # empty paraphrase
+        (source, "Если что-то пойдёт не так, вы получите сообщение об ошибке."),  # another script
+        (no_facts, "a cat was sitting on the mat, looking at the door for some time, then it fell asleep"),
+        (long_chunk, " ".join(long_chunk.split())),  # a 2,048-token chunk, reflowed
+        ("", "text without a source"),
+    ]
+    options = FilterOptions()
+    gates = {name: getattr(options, name) for name in COVERAGE}
+    scores = {name: gate.score([o for o, _ in cases], [p for _, p in cases], tokenizer)[gate.column] for name, gate in gates.items()}
+    empty, script, plain, long, no_source = zip(*(scores[name] for name in COVERAGE))
+    assert (empty[0], empty[2], empty[3]) == (0.0, 0.0, 0.0)  # recall, facts kept, weakest section: nothing kept
+    assert script[0] < 0.2 and script[2] < 0.5 and script[3] < 0.5  # nothing of the source survives
+    assert math.isnan(plain[1]) and math.isnan(plain[2])  # no numbers or names: the fact gates cannot reject
+    assert long[0] == 1.0 and long[1] == 0.0 and long[2] == 1.0 and long[3] > 0.95  # the longer tail section: 0.97
+    assert all(math.isnan(v) for v in no_source)  # an empty source has nothing to lose
+    for name, gate in gates.items():  # a NaN score is never a reject
+        verdicts = gate.judge(np.asarray(scores[name]))
+        assert verdicts[2] is None or name in ("recall", "sections")
+        assert verdicts[4] is None
+    out = filter_rows(rows_table([{"doc_id": "x", "kind": "bad", "original": o or "-", "paraphrase": p} for o, p in cases]), options, tokenizer)
+    assert out["reject_reason"].to_pylist()[:2] == ["paraphrase_too_short", "paraphrase_too_short"] or all(out["reject_reason"].to_pylist()[:2])
