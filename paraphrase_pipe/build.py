@@ -47,7 +47,7 @@ class BuildResult:
 def run_build(config: BuildConfig, *, dry_run: bool = False, overwrite: bool = False, break_lock: bool = False,
               console: Console | None = None) -> BuildResult:
     console = console or Console(stderr=True)
-    if not dry_run and not overwrite and (counts := finished_counts(config)) is not None:
+    if not (dry_run or overwrite or break_lock) and (counts := finished_counts(config)) is not None:
         return BuildResult(out=Path(config.output), already_complete=True, counts=counts)
     with OutputSession(Path(config.output), enabled=not dry_run, break_lock=break_lock) as session:
         return _build(config, session, dry_run=dry_run, overwrite=overwrite, console=console)
