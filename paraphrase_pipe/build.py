@@ -27,7 +27,7 @@ from paraphrase_pipe.progress import BuildProgress
 from paraphrase_pipe.sources import discover
 from paraphrase_pipe.tokenizer import LoadedTokenizer, load_tokenizer, resolve_tokenizer
 
-CARD = "README.md"
+CARD = "README.md"  # card.CARD, named here so a `nothing to do` rerun imports no card code (numpy, the filters)
 
 
 @dataclass

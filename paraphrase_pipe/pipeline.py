@@ -34,10 +34,6 @@ class Pipeline:
     dry_run: bool = False
     _engines: list[Engine] = field(default_factory=list, init=False, repr=False, compare=False)
 
-    @property
-    def engine_placement(self) -> str:
-        return engine_class(self.config.engine).placement
-
     def engine_site(self, executor: str) -> Literal["workers", "driver", "actors"]:
         """Where the engine runs — decided here for every executor:
         - `workers`: one engine inside every CPU worker, which runs whole tasks (`none`; HTTP clients on Ray/Dask);

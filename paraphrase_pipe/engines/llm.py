@@ -140,6 +140,12 @@ class InFlight:
                     "full_fraction": round(self._full_s / window, 3) if self.full_at else None}
 
 
+def in_flight_target(in_flight: int | None, batch: int) -> int:
+    """Requests a feeder keeps handed to an engine that runs `batch` sequences at once: twice that, so the engine's
+    own waiting queue always holds a full batch to schedule next (the `in_flight` option overrides it)."""
+    return in_flight or 2 * batch
+
+
 def request_seed(seed: int, chunk_id: str) -> int:
     """Per-chunk sampling seed: the same chunk gets the same sample whatever its batch, worker or retry."""
     return int(stable_hash(seed, chunk_id, size=4), 16) & 0x7FFFFFFF
@@ -198,7 +204,7 @@ class LLMEngine:
         """How many requests a feeder keeps handed in: 2 x the batch the engine runs (read from the engine once it is
         open; before that its max_num_seqs option, or vLLM's smallest default, 256)."""
         batch = self._in_flight.full_at or getattr(self.options, "max_num_seqs", None) or 256
-        return self.options.in_flight or 2 * batch
+        return in_flight_target(self.options.in_flight, batch)
 
     def stats(self) -> dict[str, Any]:
         """Generation-window figures of this engine (see InFlight); recorded in the manifest's run statistics."""

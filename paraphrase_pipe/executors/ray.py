@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from paraphrase_pipe.engines import EngineError
+from paraphrase_pipe.engines.llm import in_flight_target
 from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import Task
@@ -78,10 +79,10 @@ def _engine_cpus(pipeline: Pipeline) -> int:
 
 
 def _calls_per_actor(pipeline: Pipeline) -> int:
-    """Concurrent batches per engine actor: its in-flight target (2 x max_num_seqs; vLLM's default on a large GPU
-    is 1024 sequences) in batches of `batch_size`, plus one being refilled."""
+    """Concurrent batches per engine actor: its in-flight target in batches of `batch_size`, plus one being
+    refilled. Fixed before the actor starts, so an unset max_num_seqs counts as vLLM's default on a large GPU, 1024."""
     options = pipeline.config.engine_options
-    target = options.get("in_flight") or 2 * (VLLMEngineArgs(**options).max_num_seqs or 1024)
+    target = in_flight_target(options.get("in_flight"), VLLMEngineArgs(**options).max_num_seqs or 1024)
     return math.ceil(target / _pool_hints(pipeline).batch_size) + 1
 
 
