@@ -9,18 +9,19 @@ exactly as `paraphrase-pipe train` builds it (packed rows with `seq_idx`; Mamba-
 without `--compile` (a separate column).
 
 Fairness: every variant runs the same global batch per optimizer step (`--global-batch` sequences of 2048,
-gradient accumulation over micro-batches), and the micro-batch is swept per side, doubling from
-`--micro-start` until the GPU runs out of memory; each side's best micro-batch is the one compared.
+gradient accumulation over micro-batches), and the micro-batch is swept per side over the size's candidates
+(`MICROS`, or `--micros`) until the GPU runs out of memory; each side's best micro-batch is the one compared.
+The candidates bracket the best point of earlier sweeps (doubling from 4 at every size costs ~3x the device time).
 tok/s = tokens per optimizer step / median step time. MFU is printed against the machine's measured dense bf16
 matmul ceiling (~790 TFLOP/s on the H200) and the 989 TFLOP/s datasheet figure. Before any timing, agreement
-checks: our model loaded with the reference's weights gives the reference's loss on the same batch, and our
-fused chunked loss equals `F.cross_entropy` on materialised logits.
-
-Mamba-1 with packed rows would run the pure PyTorch scan (~1,520x slower per token, kernels.py warns), so the
-Mamba-1 rows of ours run unpacked (`seq_idx` off) until a document-resetting kernel exists (issue 16 item 2).
+checks: our model loaded with the reference's weights gives the reference's loss and gradients on the same batch;
+our fused chunked loss equals `F.cross_entropy` on materialised logits; and on packed rows (`seq_idx`) our CUDA
+path (Mamba-2: `mamba_split_conv1d_scan_combined`) gives the loss of our pure-PyTorch path (Mamba-2 sizes; the
+Mamba-1 reset scan is checked by benchmarks/mamba1_packed_check.py). Ours always trains on packed rows, Mamba-1
+included (`selective_scan_reset.py`); the reference cannot reset at document boundaries and is timed unpacked.
 
 GPU, one call per size (kernels from .gpu/wheels, see benchmarks/train_throughput_gpu.sh):
-    bash benchmarks/train_throughput_gpu.sh --sizes 130m
+    bash benchmarks/train_throughput_gpu.sh run --sizes 130m
 CPU dry run of the script (tiny model, our pure-PyTorch model stands in for mamba_ssm):
     python benchmarks/train_throughput.py --device cpu --quick
 The table is printed last; every number goes to OUT/train_throughput.json (rewritten after each row).
@@ -56,6 +57,9 @@ PEAK_MEASURED = 790e12  # dense bf16 matmul ceiling measured on the H200 (ENVIRO
 PEAK_DATASHEET = 989e12
 SSM = {"d_state": 128, "headdim": 64, "expand": 2, "ngroups": 1, "chunk_size": 256}
 SSM1 = {"d_state": 16, "expand": 2}
+# micro-batch candidates per size (seq_len 2048): the reference's best was 32 at 130M and 16 at 780M (H200)
+MICROS = {"130m": [16, 32, 64], "370m": [16, 32, 64], "780m": [8, 16, 32], "1.4b": [8, 16, 32],
+          "2.7b": [4, 8, 16], "2.8b-m1": [2, 4, 8], "tiny": [2, 4]}
 
 
 def flops_per_token(d: int, n_layer: int, vocab: int, layer: str = "mamba2") -> float:
@@ -186,21 +190,56 @@ def our_step(model, micro: int, compile: bool, device, seq_idx: bool):
 
 
 def agreement(size: str, device, quick: bool, batch: dict) -> dict:
-    """Before timing: (1) our model with the reference's weights gives the reference's loss on the same batch;
-    (2) our fused chunked loss equals F.cross_entropy on materialised logits (bf16 autocast, relative errors)."""
+    """Before timing: (1) our model with the reference's weights gives the reference's loss and gradients on the
+    same batch (bf16 autocast, relative errors; the worst parameter's gradient); (2) our fused chunked loss equals
+    F.cross_entropy on materialised logits; (3) Mamba-2: on packed rows our CUDA path gives our pure path's loss."""
+    from paraphrase_pipe.models.kernels import record_paths
+
     d, n_layer, layer = SIZES[size]
     torch.manual_seed(0)
     ref = reference_model(d, n_layer, device, quick, layer)
     ours = ours_from_reference(ref, quick).to(device)
     gpu = {k: v.to(device) for k, v in batch.items() if k != "count"}
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         logits = ref(gpu["input_ids"]).logits
         plain = F.cross_entropy(logits.float().view(-1, logits.size(-1)), gpu["targets"].view(-1), reduction="sum")
-        fused = SummedCausalLMLoss(ref, 4096)(gpu["input_ids"], gpu["targets"])
-        mine = SummedCausalLMLoss(ours, 4096)(gpu["input_ids"], gpu["targets"])
-    del ref, ours
-    return {"ours_vs_reference_loss": float(abs(mine - plain) / plain), "fused_vs_plain_loss": float(
-        abs(fused - plain) / plain)}
+        with torch.no_grad():
+            fused = SummedCausalLMLoss(ref, 4096)(gpu["input_ids"], gpu["targets"])
+        with record_paths() as paths:
+            mine = SummedCausalLMLoss(ours, 4096)(gpu["input_ids"], gpu["targets"])
+    del logits
+    plain.backward()
+    mine.backward()
+    ref_grads = dict(ref.named_parameters())
+    worst, worst_name, matched = 0.0, None, 0
+    for name, p in ours.named_parameters():
+        q = ref_grads.get(name)
+        if q is None or p.grad is None or q.grad is None:
+            continue
+        matched += 1
+        err = float((p.grad.float() - q.grad.float()).norm() / q.grad.float().norm().clamp_min(1e-30))
+        if err > worst:
+            worst, worst_name = err, name
+    out = {"ours_vs_reference_loss": float(abs(mine.detach() - plain.detach()) / plain.detach()),
+           "ours_vs_reference_grad_worst": worst, "worst_param": worst_name, "params_compared": matched,
+           "fused_vs_plain_loss": float(abs(fused - plain.detach()) / plain.detach()), "paths": dict(paths)}
+    del ref
+    ours.zero_grad(set_to_none=True)
+    if layer == "mamba2" and "seq_idx" in gpu:
+        import os
+
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            with record_paths() as packed_paths:
+                fast = SummedCausalLMLoss(ours, 4096)(gpu["input_ids"], gpu["targets"], gpu["seq_idx"])
+            os.environ["PARAPHRASE_PIPE_KERNELS"] = "torch"
+            try:
+                pure = SummedCausalLMLoss(ours, 4096)(gpu["input_ids"], gpu["targets"], gpu["seq_idx"])
+            finally:
+                del os.environ["PARAPHRASE_PIPE_KERNELS"]
+        out["packed_cuda_vs_pure_loss"] = float(abs(fast - pure) / pure)
+        out["packed_paths"] = dict(packed_paths)
+    del ours
+    return out
 
 
 def _batches_for(micro: int, args, size: str) -> list[list[dict]]:
@@ -223,7 +262,7 @@ def run_variant(side: str, size: str, micro: int, args, device) -> dict:
     else:
         model = our_model(d, n_layer, args.quick, layer)
         compile = side == "ours+compile"
-        step, module = our_step(model, micro, compile, device, seq_idx=layer == "mamba2")
+        step, module = our_step(model, micro, compile, device, seq_idx=True)
         params = module.parameters()
         times = timed(step, steps, args.warmup + (2 if compile else 0), args.iters, device)
     n_params = sum(p.numel() for p in params)
@@ -235,15 +274,16 @@ def run_variant(side: str, size: str, micro: int, args, device) -> dict:
            "spread_ms": round((max(times) - min(times)) * 1e3, 2), "tok_per_s": round(tokens / med),
            "mfu_measured_peak": round(flops / PEAK_MEASURED, 4), "mfu_datasheet": round(flops / PEAK_DATASHEET, 4),
            "peak_mem_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device.type == "cuda" else None,
-           "packed": side != "ref" and layer == "mamba2"}
+           "packed": side != "ref"}
     del model, step
     return row
 
 
 def sweep(side: str, size: str, args, device, rows: list, save) -> None:
-    """Micro-batch doubling from --micro-start until out of memory (or --micro-max)."""
-    micro = args.micro_start
-    while micro <= min(args.micro_max, args.global_batch):
+    """The size's micro-batch candidates, smallest first, until out of memory."""
+    for micro in args.micros or MICROS[size]:
+        if micro > args.global_batch:
+            break
         if time.time() - START > args.budget_s:
             rows.append({"size": size, "side": side, "micro": micro, "error": "skipped (time budget)"})
             return
@@ -260,7 +300,6 @@ def sweep(side: str, size: str, args, device, rows: list, save) -> None:
         save()
         if "error" in row:
             return
-        micro *= 2
 
 
 def profile(side: str, size: str, micro: int, args, device, out: Path) -> None:
@@ -275,7 +314,7 @@ def profile(side: str, size: str, micro: int, args, device, out: Path) -> None:
         steps = [[{k: v.to(device) for k, v in b.items() if k != "count"} for b in m] for m in steps]
     else:
         model = our_model(d, n_layer, args.quick, layer)
-        step, _ = our_step(model, micro, side == "ours+compile", device, seq_idx=layer == "mamba2")
+        step, _ = our_step(model, micro, side == "ours+compile", device, seq_idx=True)
     for m in steps * 2:
         step(m)
     sync(device)
@@ -290,25 +329,39 @@ def profile(side: str, size: str, micro: int, args, device, out: Path) -> None:
     del model, step
 
 
-def end_to_end(args, out: Path) -> dict:
-    """`train()` exactly as the CLI runs it, on a real build: steady tok/s from its metrics.jsonl."""
-    from paraphrase_pipe.train.config import load_config
-    from paraphrase_pipe.train.loop import train
+def end_to_end(args, out: Path, rows: list[dict]) -> dict:
+    """`paraphrase-pipe train` as a user runs it (a fresh process, the CLI, a real build's shards), 130M, the same
+    micro-batch, global batch and compile setting as one of the benchmark's rows: steady tok/s from its
+    metrics.jsonl, and its ratio to that row (target: within 5%)."""
+    import os
+    import subprocess
+
     from paraphrase_pipe.train.metrics import read_metrics
 
     micro, compile = int(args.e2e_micro), args.e2e_compile
     run = out / "e2e"
-    cfg = load_config(None, {"data": [args.e2e], "tokenizer": args.e2e_tokenizer, "model": "mamba-130m",
-                             "seq_len": args.seq_len, "micro_batch": micro, "steps": args.e2e_steps,
-                             "compile": compile, "log_every": 5, "eval_every": 0, "save_every": 0,
-                             "warmup_steps": 5, "output": str(run), "progress": False, "resume": False})
-    summary = train(cfg)
+    cmd = [sys.executable, "-m", "paraphrase_pipe.cli", "train", "--data", args.e2e, "--model", "mamba-130m",
+           "--tokenizer", args.e2e_tokenizer, "--seq-len", str(args.seq_len), "--micro-batch", str(micro),
+           "--batch-tokens", str(args.global_batch * args.seq_len), "--steps", str(args.e2e_steps),
+           "--warmup-steps", "5", "--save-every", "0", "--eval-every", "0", "--no-resume", "--no-progress",
+           "--output", str(run), "--set", "log_every=5", "--compile" if compile else "--no-compile"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    (out / "e2e.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"train exited {proc.returncode}: {(proc.stdout + proc.stderr)[-500:]}")
     rates = [r["tok_per_s"] for r in read_metrics(run / "metrics.jsonl") if r.get("tok_per_s")]
     rates = rates[1:] or rates  # the first interval holds start-up (compile, autotuning)
-    return {"size": "130m", "side": "train()" + ("+compile" if compile else ""), "micro": micro, "tok_per_s": round(
-        statistics.median(rates)), "e2e_rows": rates, "steps": summary["steps"], "mfu_measured_peak": round(
-        statistics.median(rates) * flops_per_token(*SIZES["130m"][:2], VOCAB) / PEAK_MEASURED, 4), "step_ms": None,
-        "peak_mem_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 1) if torch.cuda.is_available() else None}
+    side = "ours+compile" if compile else "ours"
+    bench = [r for r in rows if r.get("size") == "130m" and r.get("side") == side and r.get("micro") == micro
+             and "tok_per_s" in r]
+    rate = statistics.median(rates)
+    return {"size": "130m", "side": "train CLI" + ("+compile" if compile else ""), "micro": micro,
+            "tok_per_s": round(rate), "e2e_rows": rates,
+            "vs_benchmark_row": round(rate / bench[0]["tok_per_s"], 3) if bench else None,
+            "mfu_measured_peak": round(rate * flops_per_token(*SIZES["130m"][:2], VOCAB) / PEAK_MEASURED, 4),
+            "step_ms": None, "peak_mem_GiB": None}
 
 
 def cleanup(device) -> None:
@@ -347,8 +400,7 @@ def main() -> None:
     ap.add_argument("--sides", nargs="+", default=["ref", "ours", "ours+compile"],
                     choices=["ref", "ours", "ours+compile"])
     ap.add_argument("--global-batch", type=int, default=64, help="sequences per optimizer step, every variant")
-    ap.add_argument("--micro-start", type=int, default=4)
-    ap.add_argument("--micro-max", type=int, default=64)
+    ap.add_argument("--micros", type=int, nargs="+", help="micro-batch candidates (default: MICROS of the size)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--warmup", type=int, default=1)
@@ -366,7 +418,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.seq_len, args.warmup, args.iters = ["tiny"], 128, 1, 2
-        args.global_batch, args.micro_start, args.micro_max = 4, 2, 4
+        args.global_batch = 4
     device = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -396,7 +448,7 @@ def main() -> None:
             sweep(side, size, args, device, rows, save)
     if args.e2e and time.time() - START < args.budget_s:
         try:
-            rows.append(end_to_end(args, out))
+            rows.append(end_to_end(args, out, rows))
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
             rows.append({"size": "130m", "side": "train()", "error": f"{type(exc).__name__}: {exc}"[:300]})

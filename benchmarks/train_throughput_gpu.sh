@@ -6,6 +6,9 @@
 #   bash benchmarks/train_throughput_gpu.sh stage        # copies ../shared/gpu/{wheels,py,triton_autotune.tgz}
 # On the GPU machine (arguments after the sub-command go to train_throughput.py; $OUT gets the JSON + tables):
 #   bash benchmarks/train_throughput_gpu.sh run --sizes 130m 780m
+#   PACKED_CHECK=1 bash benchmarks/train_throughput_gpu.sh run ...   # benchmarks/mamba1_packed_check.py first
+# The end-to-end row (`--e2e DIR`, the CLI on a real build) needs a build output carried along: `stage` makes one
+# in .gpu/e2ebuild (`paraphrase-pipe build --chunk 2048 --engine none` on the bundled sample, 3 MB).
 # Steps: gpu_setup.sh installs mamba_ssm + causal_conv1d from .gpu/wheels (~55 s instead of ~3 min compiling) and
 # restores the Triton autotune results; pydantic (needed by the trainer) goes to /tmp/site; the script then runs
 # its agreement checks (ours vs reference loss on the same weights and batch, fused vs plain loss) before timing.
@@ -17,6 +20,7 @@ case "${1:-run}" in
     SHARED=${GPU_SHARED:-/work/shared/gpu}
     mkdir -p .gpu/wheels .gpu/py
     cp "$SHARED"/wheels/* .gpu/wheels/ && cp "$SHARED"/py/*.whl .gpu/py/ && cp "$SHARED"/triton_autotune.tgz .gpu/
+    [ -d .gpu/e2ebuild ] || paraphrase-pipe build --chunk 2048 --engine none --output .gpu/e2ebuild >/dev/null
     du -sh .gpu
     ;;
   run)
@@ -26,6 +30,9 @@ case "${1:-run}" in
     if ! python3 -c "import pydantic" 2>/dev/null; then
       python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/py/*.whl
       export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    if [ "${PACKED_CHECK:-0}" = "1" ]; then  # the Mamba-1 reset / Triton scans first (~1 min)
+      python3 benchmarks/mamba1_packed_check.py --out "${OUT:-runs/train_throughput}"
     fi
     python3 benchmarks/train_throughput.py --out "${OUT:-runs/train_throughput}" "$@"
     ;;

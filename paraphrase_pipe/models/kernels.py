@@ -8,11 +8,12 @@ Mamba models to the kernels and crash (ENVIRONMENT.md), and it needs triton. Eac
 `record_paths()` tells a caller (benchmarks) which implementation each op ran inside its block.
 
 What runs where (CUDA path):
-- Mamba-2 scan: `mamba_chunk_scan_combined` (Triton), document resets via `seq_idx`;
-- Mamba-1 scan: `selective_scan_fn`; that kernel cannot reset its state inside a row, so packed batches with
-  `seq_idx` run the pure scan — a Python loop over time, ~1,500x slower per token — with one warning that says so,
-  or, with PARAPHRASE_PIPE_MAMBA1_PACKED=triton, the document-resetting Triton kernel of
-  `selective_scan_triton.py` (opt-in until its GPU check has run);
+- Mamba-2 training forward (no cache): `mamba_split_conv1d_scan_combined` (conv + scan + gated norm + out_proj in
+  one autograd function, conv and norm recomputed in backward), document resets via `seq_idx`; other Mamba-2
+  calls: `mamba_chunk_scan_combined` (Triton);
+- Mamba-1 scan: `selective_scan_fn`; packed rows (`seq_idx`) run the same compiled kernel with document resets
+  made exact by `selective_scan_reset.py`; PARAPHRASE_PIPE_MAMBA1_PACKED=triton selects the Triton kernel of
+  `selective_scan_triton.py` instead (comparison in benchmarks/mamba1_packed_check.py);
 - convolution: `causal_conv1d_fn` when causal_conv1d is installed (with `seq_idx`), else the pure conv;
 - decoding steps and forwards that continue a cached state run the pure functions (same math).
 """
@@ -84,14 +85,15 @@ def mamba_ssm_ops() -> SimpleNamespace | None:
     try:
         import selective_scan_cuda
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined, mamba_split_conv1d_scan_combined
     except Exception as exc:  # ImportError, missing compiled module, triton problems...
         log.info("mamba_ssm kernels unavailable (%s: %s): using the pure PyTorch scans", type(exc).__name__, exc)
         return None
     if not hasattr(selective_scan_cuda, "fwd"):
         log.info("mamba_ssm has no compiled selective_scan_cuda: Mamba-1 uses the pure PyTorch scan")
         selective_scan_fn = None
-    return SimpleNamespace(selective_scan_fn=selective_scan_fn, mamba_chunk_scan_combined=mamba_chunk_scan_combined)
+    return SimpleNamespace(selective_scan_fn=selective_scan_fn, mamba_chunk_scan_combined=mamba_chunk_scan_combined,
+                           mamba_split_conv1d_scan_combined=mamba_split_conv1d_scan_combined)
 
 
 @functools.lru_cache(maxsize=None)
@@ -149,20 +151,16 @@ def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="au
               MAMBA1_PACKED_ENV_VAR)
         _ran("scan1", "triton")
         return _selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg)
-    if use_cuda(x, mode, "selective_scan_fn"):
-        if seg is None and state is None:
+    if use_cuda(x, mode, "selective_scan_fn") and state is None:
+        if seg is None:
             _once("scan1-cuda", "Mamba-1 scan: mamba_ssm selective_scan_fn (CUDA)")
             _ran("scan1", "cuda")
             return _selective_scan_cuda(x, dt, A, B, C, D, z, dt_bias)
-        if seg is not None:
-            _once("scan1-reset", "Mamba-1 with packed rows (seq_idx) on CUDA: mamba_ssm's selective_scan_fn cannot "
-                  "reset its state at document boundaries, so every Mamba-1 layer runs the pure PyTorch scan, a "
-                  "Python loop over time that materialises (batch, length, d_inner, d_state) fp32 tensors: %s "
-                  "slower per token than the kernel (measured on an H100, benchmarks/README.md). Train Mamba-1 "
-                  "on unpacked rows, use a Mamba-2 model, or try the document-resetting Triton kernel "
-                  "(PARAPHRASE_PIPE_MAMBA1_PACKED=triton; GPU check: benchmarks/mamba1_packed_check.py)",
-                  MAMBA1_PURE_SLOWDOWN, level=logging.WARNING)
-    elif x.is_cuda and resolve_mode(mode) != "torch":
+        _once("scan1-reset", "Mamba-1 scan, packed rows: mamba_ssm selective_scan_cuda with document resets "
+              "(selective_scan_reset.py)")
+        _ran("scan1", "cuda-reset")
+        return _selective_scan_reset(x, dt, A, B, C, D, z, dt_bias, seg)
+    if x.is_cuda and resolve_mode(mode) != "torch" and not kernel_available("selective_scan_fn"):
         _once("scan1-nokernel", "Mamba-1 on CUDA without mamba_ssm's compiled selective_scan_fn: every Mamba-1 "
               "layer runs the pure PyTorch scan, %s slower per token (benchmarks/README.md); build mamba-ssm "
               "(benchmarks/gpu_setup.sh)", MAMBA1_PURE_SLOWDOWN, level=logging.WARNING)
@@ -170,6 +168,13 @@ def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="au
         _once(("scan1-torch", x.device.type), "Mamba-1 scan: pure PyTorch on %s", x.device.type)
     _ran("scan1", "torch")
     return _scan_torch(x, dt, A, B, C, D, z, dt_bias, seg=seg, state=state)
+
+
+def use_fused_mamba2(x: torch.Tensor, mode: str, d_conv: int) -> bool:
+    """Whether the Mamba-2 training forward can run as mamba_ssm's `mamba_split_conv1d_scan_combined` (conv, scan,
+    gated norm and out_proj in one autograd function that recomputes the conv and norm in backward)."""
+    return (x.is_cuda and resolve_mode(mode) != "torch" and d_conv in (2, 3, 4)
+            and kernel_available("mamba_split_conv1d_scan_combined") and kernel_available("causal_conv1d_fn"))
 
 
 def ssd_scan(x, dt, A, B, C, D, dt_bias, chunk_size, seg=None, state=None, dt_limit=(0.0, float("inf")), mode="auto"):
@@ -206,6 +211,30 @@ def _selective_scan_cuda(x, dt, A, B, C, D, z, dt_bias):
         delta_softplus=True, return_last_state=True,
     )
     return y.transpose(1, 2), last
+
+
+@torch.compiler.disable
+def _selective_scan_reset(x, dt, A, B, C, D, z, dt_bias, seg):
+    from .selective_scan_reset import selective_scan_reset
+
+    dtype = x.dtype
+    return selective_scan_reset(x, dt.to(dtype), A, B.to(dtype), C.to(dtype), D, z.to(dtype), dt_bias, seg)
+
+
+@torch.compiler.disable
+def mamba2_fused(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, chunk_size, seg, dt_limit, norm_weight, norm_eps,
+                 out_weight, out_bias, headdim, ngroups, norm_before_gate):
+    """Mamba-2 mixer after in_proj, as mamba_ssm's Mamba2 runs it in training (see `use_fused_mamba2`)."""
+    _once("scan2-fused", "Mamba-2 training path: mamba_ssm mamba_split_conv1d_scan_combined (conv + scan + norm + "
+          "out_proj fused, seq_idx resets)")
+    _ran("scan2", "fused")
+    _ran("conv", "fused")
+    extra = {} if tuple(dt_limit) == (0.0, float("inf")) else {"dt_limit": tuple(dt_limit)}
+    return mamba_ssm_ops().mamba_split_conv1d_scan_combined(
+        zxbcdt, conv_weight, conv_bias, dt_bias, A, D, chunk_size,
+        seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), activation="silu",
+        rmsnorm_weight=norm_weight, rmsnorm_eps=norm_eps, outproj_weight=out_weight, outproj_bias=out_bias,
+        headdim=headdim, ngroups=ngroups, norm_before_gate=norm_before_gate, **extra)
 
 
 @torch.compiler.disable

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import causal_conv, ssd_scan
+from .kernels import causal_conv, mamba2_fused, ssd_scan, use_fused_mamba2
 from .context import SequenceContext
 from .conv import conv_tail
 from .initialization import assign_, inverse_softplus_dt, mark_no_weight_decay
@@ -60,7 +60,13 @@ class Mamba2(nn.Module):
     def forward(self, hidden: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
         b, l, _ = hidden.shape
         state = ctx.cache.states.get(self.cache_key, {}) if ctx.cache is not None else {}
-        z, xbc, dt = self.in_proj(hidden).split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        zxbcdt = self.in_proj(hidden)
+        if ctx.cache is None and self.norm is not None and use_fused_mamba2(hidden, ctx.kernels, self.d_conv):
+            return mamba2_fused(
+                zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, -torch.exp(self.A_log.float()),
+                self.D, self.chunk_size, ctx.seg, self.dt_limit, self.norm.weight, self.norm.eps,
+                self.out_proj.weight, self.out_proj.bias, self.headdim, self.ngroups, self.norm.norm_before_gate)
+        z, xbc, dt = zxbcdt.split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
         weight = self.conv1d.weight.squeeze(1)
         xbc_c = causal_conv(xbc, weight, self.conv1d.bias, ctx.seg, state.get("conv"), ctx.kernels)
         x, B, C = xbc_c.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)

@@ -1,0 +1,77 @@
+"""Document resets on a kernel that cannot reset (`selective_scan_reset.py`): the construction and its hand-written
+backward, against the pure-PyTorch scan with `seg`, values and every gradient. The compiled kernel is replaced by a
+pure-PyTorch stand-in with `selective_scan_cuda`'s (B, D, L) interface and no resets (this machine has no CUDA);
+`benchmarks/mamba1_packed_check.py` runs the same check on the real kernel on a GPU."""
+
+import pytest
+import torch
+
+from paraphrase_pipe.models.selective_scan import selective_scan
+from paraphrase_pipe.models.selective_scan_reset import document_starts, selective_scan_reset
+
+
+class TorchKernel:
+    """selective_scan_cuda.fwd/bwd semantics (softplus on, z given, no resets) with the pure scan."""
+
+    @staticmethod
+    def _run(u, delta, A, B, C, D, z, bias):
+        y, last = selective_scan(u.transpose(1, 2), delta.transpose(1, 2), A, B[:, 0].transpose(1, 2),
+                                 C[:, 0].transpose(1, 2), D, z.transpose(1, 2), bias)
+        return y.transpose(1, 2), last
+
+    @classmethod
+    def fwd(cls, *args):
+        with torch.no_grad():
+            y, last = cls._run(*args)
+        states = torch.stack([torch.zeros_like(last), last], dim=-1).flatten(-2)[:, :, None]  # [..., -1, 1::2]
+        return y, torch.empty(0), states
+
+    @classmethod
+    def bwd(cls, u, delta, A, B, C, D, z, bias, dout, states, out):
+        leaves = [t.detach().requires_grad_() for t in (u, delta, A, B, C, D, z, bias)]
+        with torch.enable_grad():
+            y, _ = cls._run(*leaves)
+            du, ddelta, dA, dB, dC, dD, dz, dbias = torch.autograd.grad(y, leaves, dout)
+        return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
+def _inputs(b, L, d, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, dt, z = (torch.randn(b, L, d, generator=g) for _ in range(3))
+    B, C = (torch.randn(b, L, n, generator=g) for _ in range(2))
+    A = -torch.exp(torch.randn(d, n, generator=g))  # decays from ~0.1 to ~10 per unit step
+    A[0, :] = -1e-3  # a very slow channel: its reset needs the largest step
+    D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g) * 0.5 - 2
+    seg = torch.zeros(b, L, dtype=torch.int32)
+    seg[0, 3:], seg[0, 11:], seg[0, 12:] = 1, 2, 3  # a one-token document too
+    seg[-1, L - 1:] = 5  # a document that starts on the last token
+    return [t.requires_grad_() for t in (x, dt, A, B, C, D, z, bias)], seg
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reset_scan_matches_the_pure_scan_values_and_gradients(seed):
+    tensors, seg = _inputs(2, 17, 6, 4, seed)
+    ref, ref_last = selective_scan(*tensors, seg=seg)
+    out, last = selective_scan_reset(*tensors, seg=seg, kernel=TorchKernel)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last, ref_last, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, tensors, grad)
+    got = torch.autograd.grad(out, tensors, grad)
+    for name, a, b in zip(("x", "dt", "A", "B", "C", "D", "z", "dt_bias"), got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_without_the_construction_the_kernel_leaks_across_documents():
+    """The check above can fail: the same kernel fed the packed row unchanged mixes the documents."""
+    tensors, seg = _inputs(2, 17, 6, 4, 0)
+    ref, _ = selective_scan(*tensors, seg=seg)
+    x, dt, A, B, C, D, z, bias = tensors
+    lay = lambda t: t.transpose(1, 2)  # noqa: E731
+    leaky, _, _ = TorchKernel.fwd(lay(x), lay(dt), A, lay(B)[:, None], lay(C)[:, None], D, lay(z), bias)
+    assert (leaky.transpose(1, 2) - ref).abs().max() > 1e-2
+
+
+def test_document_starts():
+    seg = torch.tensor([[0, 0, 1, 1, 1, 4], [2, 2, 2, 2, 2, 2]])
+    assert document_starts(seg).tolist() == [[False, False, True, False, False, True], [False] * 6]
