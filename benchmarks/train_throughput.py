@@ -279,9 +279,18 @@ def run_variant(side: str, size: str, micro: int, args, device) -> dict:
     return row
 
 
+def micro_candidates(given: list[str] | None, size: str) -> list[int]:
+    """`--micros 16 32` (every size) or `--micros 130m=32 2.7b=4,8` (per size); default MICROS[size]."""
+    for item in given or []:
+        name, _, values = item.rpartition("=")
+        if name in ("", size):
+            return [int(v) for v in values.split(",")]
+    return MICROS[size]
+
+
 def sweep(side: str, size: str, args, device, rows: list, save) -> None:
     """The size's micro-batch candidates, smallest first, until out of memory."""
-    for micro in args.micros or MICROS[size]:
+    for micro in micro_candidates(args.micros, size):
         if micro > args.global_batch:
             break
         if time.time() - START > args.budget_s:
@@ -400,7 +409,7 @@ def main() -> None:
     ap.add_argument("--sides", nargs="+", default=["ref", "ours", "ours+compile"],
                     choices=["ref", "ours", "ours+compile"])
     ap.add_argument("--global-batch", type=int, default=64, help="sequences per optimizer step, every variant")
-    ap.add_argument("--micros", type=int, nargs="+", help="micro-batch candidates (default: MICROS of the size)")
+    ap.add_argument("--micros", nargs="+", help="micro-batch candidates: '16,32' or 'SIZE=16,32' (default: MICROS)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--warmup", type=int, default=1)

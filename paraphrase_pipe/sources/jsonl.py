@@ -8,8 +8,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 
-import zstandard
-
 BLOCK = 1 << 20
 
 
@@ -54,6 +52,8 @@ def _decoded_blocks(raw, new_decoder, errors, kind: str) -> Iterator[bytes]:
 
 
 def _zstd_blocks(raw) -> Iterator[bytes]:
+    import zstandard  # only for .zst inputs: processes that read shards (the trainer) need not have it
+
     return _decoded_blocks(raw, zstandard.ZstdDecompressor().decompressobj, zstandard.ZstdError, "zstd")
 
 

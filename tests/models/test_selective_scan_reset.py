@@ -75,3 +75,15 @@ def test_without_the_construction_the_kernel_leaks_across_documents():
 def test_document_starts():
     seg = torch.tensor([[0, 0, 1, 1, 1, 4], [2, 2, 2, 2, 2, 2]])
     assert document_starts(seg).tolist() == [[False, False, True, False, False, True], [False] * 6]
+
+
+def test_start_positions_are_computed_once_per_batch_and_follow_changes():
+    from paraphrase_pipe.models.selective_scan_reset import start_positions
+
+    seg = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]])
+    first = start_positions(seg)
+    assert start_positions(seg) is first  # every layer of a forward: no new device sync
+    assert [t.tolist() for t in first] == [[0, 1], [2, 1]]
+    seg[0, 3] = 2  # the same tensor, changed in place
+    assert [t.tolist() for t in start_positions(seg)] == [[0, 0, 1], [2, 3, 1]]
+    assert [t.tolist() for t in start_positions(seg.clone())] == [[0, 0, 1], [2, 3, 1]]
