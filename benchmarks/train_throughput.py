@@ -337,7 +337,7 @@ def profile(side: str, size: str, micro: int, args, device, out: Path) -> None:
         sync(device)
     sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=args.profile_rows, max_name_column_width=70)
-    (out / f"profile_{size}_{side}_{micro}.txt").write_text(table)
+    (out / f"profile_{size}_{side.replace('+', '_')}_{micro}.txt").write_text(table)
     print(f"\n### profile {size} {side} micro {micro} (2 steps)\n{table}", flush=True)
     del model, step
 
@@ -410,7 +410,7 @@ START = time.time()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="+", default=["130m"], choices=[k for k in SIZES])
-    ap.add_argument("--sides", nargs="+", default=["ref", "ours", "ours+compile"],
+    ap.add_argument("--sides", nargs="*", default=["ref", "ours", "ours+compile"],
                     choices=["ref", "ours", "ours+compile"])
     ap.add_argument("--global-batch", type=int, default=64, help="sequences per optimizer step, every variant")
     ap.add_argument("--micros", nargs="+", help="micro-batch candidates: '16,32' or 'SIZE=16,32' (default: MICROS)")
@@ -449,7 +449,7 @@ def main() -> None:
     def save():
         (out / "train_throughput.json").write_text(json.dumps(results, indent=1))
 
-    for size in args.sizes:
+    for size in args.sizes if args.sides else []:  # `--sides` alone: only --profile / --e2e
         try:
             info[f"agreement_{size}"] = agreement(size, device, args.quick, packed_batches(2, args.seq_len, VOCAB, 1)[0])
         except Exception as exc:  # noqa: BLE001
