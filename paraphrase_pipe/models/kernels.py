@@ -12,8 +12,7 @@ What runs where (CUDA path):
   one autograd function, conv and norm recomputed in backward), document resets via `seq_idx`; other Mamba-2
   calls: `mamba_chunk_scan_combined` (Triton);
 - Mamba-1 scan: `selective_scan_fn`; packed rows (`seq_idx`) run the same compiled kernel with document resets
-  made exact by `selective_scan_reset.py`; PARAPHRASE_PIPE_MAMBA1_PACKED=triton selects the Triton kernel of
-  `selective_scan_triton.py` instead (comparison in benchmarks/mamba1_packed_check.py);
+  made exact by `selective_scan_reset.py` (0.95x the unpacked kernel's speed, benchmarks/mamba1_packed_check.py);
 - convolution: `causal_conv1d_fn` when causal_conv1d is installed (with `seq_idx`), else the pure conv;
 - decoding steps and forwards that continue a cached state run the pure functions (same math).
 """
@@ -35,7 +34,6 @@ from .ssd import ssd_scan as _ssd_torch
 
 ENV_VAR = "PARAPHRASE_PIPE_KERNELS"
 ATTENTION_ENV_VAR = "PARAPHRASE_PIPE_ATTENTION"
-MAMBA1_PACKED_ENV_VAR = "PARAPHRASE_PIPE_MAMBA1_PACKED"  # "triton": the document-resetting Triton scan (opt-in)
 log = logging.getLogger(__name__)
 _logged: set = set()
 _paths: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kernel_paths", default=None)
@@ -145,12 +143,6 @@ def use_flex_attention(device: torch.device, mode: str = "auto") -> bool:
 
 def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="auto"):
     """Mamba-1 scan; tensors (B, L, ·) as in `selective_scan.selective_scan`. Returns (y, final state)."""
-    if (seg is not None and state is None and x.is_cuda and resolve_mode(mode) != "torch"
-            and os.environ.get(MAMBA1_PACKED_ENV_VAR, "").lower() == "triton"):
-        _once("scan1-triton", "Mamba-1 scan, packed rows: document-resetting Triton kernel (%s=triton)",
-              MAMBA1_PACKED_ENV_VAR)
-        _ran("scan1", "triton")
-        return _selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg)
     if use_cuda(x, mode, "selective_scan_fn") and state is None:
         if seg is None:
             _once("scan1-cuda", "Mamba-1 scan: mamba_ssm selective_scan_fn (CUDA)")
@@ -235,13 +227,6 @@ def mamba2_fused(zxbcdt, conv_weight, conv_bias, dt_bias, A, D, chunk_size, seg,
         seq_idx=None if seg is None else seg.to(torch.int32).contiguous(), activation="silu",
         rmsnorm_weight=norm_weight, rmsnorm_eps=norm_eps, outproj_weight=out_weight, outproj_bias=out_bias,
         headdim=headdim, ngroups=ngroups, norm_before_gate=norm_before_gate, **extra)
-
-
-@torch.compiler.disable
-def _selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg):
-    from .selective_scan_triton import selective_scan_triton
-
-    return selective_scan_triton(x, dt, A, B, C, D, z, dt_bias, seg)
 
 
 @torch.compiler.disable
