@@ -61,7 +61,9 @@ class Mamba2(nn.Module):
         b, l, _ = hidden.shape
         state = ctx.cache.states.get(self.cache_key, {}) if ctx.cache is not None else {}
         zxbcdt = self.in_proj(hidden)
-        if ctx.cache is None and self.norm is not None and use_fused_mamba2(hidden, ctx.kernels, self.d_conv):
+        # fused only with a plain out_proj: an adapter wrapping it (PEFT LoRA) must see its input
+        if (ctx.cache is None and self.norm is not None and type(self.out_proj) is nn.Linear
+                and use_fused_mamba2(hidden, ctx.kernels, self.d_conv)):
             return mamba2_fused(
                 zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, -torch.exp(self.A_log.float()),
                 self.D, self.chunk_size, ctx.seg, self.dt_limit, self.norm.weight, self.norm.eps,
