@@ -72,7 +72,9 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
     pipeline.engine_site("dask")  # refuses engines this executor cannot place
     with _client(pipeline.config) as client:
         workers = min(len(client.scheduler_info()["workers"]) or 1, pipeline.config.workers or len(tasks) or 1)
-        shared = client.scatter(pipeline.sharing_clients(workers), broadcast=True)  # the pipeline (config) travels once per worker
+        # the pipeline (its config, ~2 KB) travels inside each task: scattered data dies with the workers holding it,
+        # and a build whose every worker was lost (preempted nodes, replaced later) must go on, not cancel its tasks
+        shared = pipeline.sharing_clients(workers)
 
         def submit(batch: Iterable[Task]) -> list:
             return [client.submit(_run_task, shared, task, pure=False) for task in batch]
