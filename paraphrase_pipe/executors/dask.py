@@ -19,6 +19,7 @@ from itertools import islice
 
 from paraphrase_pipe.config import BuildConfig, ConfigError
 from paraphrase_pipe.engines import Engine
+from paraphrase_pipe.executors import RESUME_HINT, WorkerLostError
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import Task
 
@@ -67,7 +68,7 @@ def _client(config: BuildConfig):
 
 
 def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> None:
-    from dask.distributed import as_completed
+    from dask.distributed import KilledWorker, as_completed
 
     pipeline.engine_site("dask")  # refuses engines this executor cannot place
     with _client(pipeline.config) as client:
@@ -83,8 +84,14 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
         in_flight = as_completed(submit(islice(todo, pipeline.config.workers or len(tasks))))  # `--workers` caps it
         try:
             for future in in_flight:
-                for meta in future.result():
+                try:
+                    metas = future.result()
+                except KilledWorker:
+                    raise WorkerLostError(
+                        "Dask workers died running the same task more often than the scheduler retries it "
+                        "(distributed.scheduler.allowed-failures; out of memory? lost nodes?); " + RESUME_HINT) from None
+                for meta in metas:
                     on_shard(meta)
                 in_flight.update(submit(islice(todo, 1)))
         finally:
-            client.run(_close_engines)
+            client.run(_close_engines, on_error="ignore")  # a worker that died (or is restarting) has none left open

@@ -44,9 +44,9 @@ def shard_files(out) -> set[tuple[str, str]]:
     return {(s["path"], s["sha256"]) for s in data["shards"] + data["rejected"]}
 
 
-def start(out, *args: str, log=subprocess.PIPE, build_args=ARGS) -> subprocess.Popen:
+def start(out, *args: str, log=subprocess.PIPE, build_args=ARGS, env=ENV) -> subprocess.Popen:
     """A build in its own process group (so killpg takes its workers too); `log`: a file for long, chatty runs."""
-    return subprocess.Popen([*CLI, *build_args, "-o", str(out), *args], cwd=REPO, env=ENV, start_new_session=True,
+    return subprocess.Popen([*CLI, *build_args, "-o", str(out), *args], cwd=REPO, env=env, start_new_session=True,
                             stdout=log, stderr=subprocess.STDOUT if log is not subprocess.PIPE else log, text=True)
 
 
@@ -212,7 +212,9 @@ def test_disk_full_is_one_line_and_resumable(tmp_path, reference):
 # Small tasks (8 files of 8 documents) committing many small shards each, so that a kill finds work left and a
 # task caught between two of its shard commits.
 CLUSTER_ARGS = ["build", "--chunk", "64", "--tokenizer", "builtin:gpt2", "--shard-rows", "10", "--no-progress"]
-CLUSTER_WORKER = {"ray": "ray::MapWorker(MapBatches(_Whole))", "dask": "dask worker ["}  # a process running tasks
+# in the command line of a process running tasks (local: a process pool worker)
+TASK_WORKER = {"ray": "ray::MapWorker(MapBatches(_Whole))", "dask": "dask worker [",
+               "local": "-c from multiprocessing.spawn import spawn_main"}
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +268,7 @@ def kill_workers_mid_task(out, proc, executor: str, ignore: set[str]) -> tuple[s
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:
         caught = sorted(unreported_shards(out) - ignore)
-        workers = [p for p in family(proc) if _cmdline(p).startswith(CLUSTER_WORKER[executor])]
+        workers = [p for p in family(proc) if TASK_WORKER[executor] in _cmdline(p)]
         if caught and workers:
             inode = (out / caught[0]).stat().st_ino
             kill_9(workers)
@@ -313,3 +315,28 @@ def test_cluster_build_kill_9_then_resume_with_other_workers_is_exactly_once(tmp
     assert (out / straggler).stat().st_ino == inode  # the retried task's commit left the first attempt's file alone
     assert_same_as(out, small_reference)  # every chunk once, the uninterrupted build's shard files byte for byte
     assert "ok:" in run_cli("inspect", str(out), "--verify").stdout
+
+
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_a_worker_killed_more_often_than_retried_stops_the_build_with_one_line(tmp_path, small_corpus, small_reference,
+                                                                            executor):
+    """A local pool cannot replace a dead worker; Dask gives up on a task after `allowed-failures` deaths (0 here):
+    one line, `status: failed`, and the same command resumes."""
+    pytest.importorskip({"local": "concurrent.futures", "dask": "dask.distributed"}[executor])
+    out, log_path = tmp_path / "out", tmp_path / "build.log"
+    args = ["-i", str(small_corpus), "--executor", executor]
+    env = {**ENV, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    proc = None
+    try:
+        with open(log_path, "w") as log:
+            proc = start(out, *args, "--workers", "2", log=log, build_args=CLUSTER_ARGS, env=env)
+            kill_workers_mid_task(out, proc, executor, ignore=set())
+            assert proc.wait(timeout=120) == 2
+    finally:
+        kill_9(family(proc) if proc else [])
+    message = " ".join(log_path.read_text().split())
+    assert "Traceback" not in message and message.count("error:") == 1, message[-3000:]
+    assert "died" in message.split("error:")[1] and message.endswith("re-run the same command to resume")
+    assert manifest(out)["status"] == "failed" and "WorkerLostError" in manifest(out)["error"]
+    run_cli(*CLUSTER_ARGS, *args, "-o", str(out), "--workers", "1")
+    assert_same_as(out, small_reference)
