@@ -18,6 +18,7 @@ from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.engines import create_engine, gpus_held
 from paraphrase_pipe.engines.request_cache import discard as discard_request_cache
 from paraphrase_pipe.executors import get_executor
+from paraphrase_pipe.output.lock import holder
 from paraphrase_pipe.output.manifest import MANIFEST, BuildManifest
 from paraphrase_pipe.output.sweep import is_damaged
 from paraphrase_pipe.output.resume import planned_tasks, remaining_tasks
@@ -105,8 +106,11 @@ def finished_counts(config: BuildConfig) -> dict | None:
     """The counts of a finished, intact build of this configuration in `config.output`, found without taking the
     lock, loading a tokenizer or importing transformers: a `nothing to do` rerun takes a second. With no tokenizer
     given, the one the build recorded is the one meant. A build with a listed file missing or damaged, or no data
-    card, takes the full path (which repairs it)."""
+    card, takes the full path (which repairs it), and so does an output another build holds (an `--overwrite` or a
+    repair under way): the lock refuses it there, naming the holder."""
     out = Path(config.output)
+    if holder(out) is not None:
+        return None
     try:
         data = json.loads((out / MANIFEST).read_text())
     except (OSError, ValueError):

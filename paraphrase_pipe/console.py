@@ -37,8 +37,9 @@ def user_errors():
     """Exception types whose message is meant for the user: print one line, exit 2, no traceback."""
     from paraphrase_pipe.config import ConfigError
     from paraphrase_pipe.engines import EngineError
+    from paraphrase_pipe.executors import WorkerLostError
     from paraphrase_pipe.output.manifest import ManifestError
     from paraphrase_pipe.sources.files import SourceError
     from paraphrase_pipe.tokenizer import TokenizerError
 
-    return (ConfigError, EngineError, ManifestError, SourceError, TokenizerError)
+    return (ConfigError, EngineError, ManifestError, SourceError, TokenizerError, WorkerLostError)

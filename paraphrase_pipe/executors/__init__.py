@@ -14,6 +14,14 @@ EXECUTORS = {
 }
 
 
+class WorkerLostError(RuntimeError):
+    """A worker process died (killed by the OS for memory, a lost node) more often than its executor re-runs a
+    task: one line for the user. Every shard committed before it stands, so re-running the command resumes."""
+
+
+RESUME_HINT = "the committed shards are kept: re-run the same command to resume"
+
+
 def get_executor(name: str):
     module, fn = EXECUTORS[name].split(":")
     return getattr(importlib.import_module(module), fn)

@@ -19,6 +19,7 @@ from itertools import islice
 
 from paraphrase_pipe.config import BuildConfig, ConfigError
 from paraphrase_pipe.engines import Engine
+from paraphrase_pipe.executors import RESUME_HINT, WorkerLostError
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import Task
 
@@ -67,12 +68,14 @@ def _client(config: BuildConfig):
 
 
 def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> None:
-    from dask.distributed import as_completed
+    from dask.distributed import KilledWorker, as_completed
 
     pipeline.engine_site("dask")  # refuses engines this executor cannot place
     with _client(pipeline.config) as client:
         workers = min(len(client.scheduler_info()["workers"]) or 1, pipeline.config.workers or len(tasks) or 1)
-        shared = client.scatter(pipeline.sharing_clients(workers), broadcast=True)  # the pipeline (config) travels once per worker
+        # the pipeline (its config, ~2 KB) travels inside each task: scattered data dies with the workers holding it,
+        # and a build whose every worker was lost (preempted nodes, replaced later) must go on, not cancel its tasks
+        shared = pipeline.sharing_clients(workers)
 
         def submit(batch: Iterable[Task]) -> list:
             return [client.submit(_run_task, shared, task, pure=False) for task in batch]
@@ -81,8 +84,14 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
         in_flight = as_completed(submit(islice(todo, pipeline.config.workers or len(tasks))))  # `--workers` caps it
         try:
             for future in in_flight:
-                for meta in future.result():
+                try:
+                    metas = future.result()
+                except KilledWorker:
+                    raise WorkerLostError(
+                        "Dask workers died running the same task more often than the scheduler retries it "
+                        "(distributed.scheduler.allowed-failures; out of memory? lost nodes?); " + RESUME_HINT) from None
+                for meta in metas:
                     on_shard(meta)
                 in_flight.update(submit(islice(todo, 1)))
         finally:
-            client.run(_close_engines)
+            client.run(_close_engines, on_error="ignore")  # a worker that died (or is restarting) has none left open

@@ -14,9 +14,11 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 import pyarrow as pa
 
+from paraphrase_pipe.executors import RESUME_HINT, WorkerLostError
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import Task
 
@@ -55,11 +57,14 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
         finally:
             _state["engine"].close()
         return None
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(pipeline,)) as pool:
-        if in_workers:
-            _drain({pool.submit(_whole, t) for t in tasks}, on_shard)
-            return None
-        return _feed_driver_engine(pool, workers, pipeline, tasks, on_shard)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(pipeline,)) as pool:
+            if in_workers:
+                _drain({pool.submit(_whole, t) for t in tasks}, on_shard)
+                return None
+            return _feed_driver_engine(pool, workers, pipeline, tasks, on_shard)
+    except BrokenProcessPool:  # a pool cannot replace a dead worker
+        raise WorkerLostError(f"a worker process died while running a task (killed by the OS: out of memory?); {RESUME_HINT}") from None
 
 
 def _drain(pending: set[Future], on_shard) -> None:

@@ -15,11 +15,12 @@ import sys
 import time
 from collections import Counter
 
+import psutil
 import pytest
 
 from paraphrase_pipe.output.lock import LOCK_FILE
 
-from .conftest import CLI, REPO, read_output, run_cli
+from .conftest import CLI, REPO, read_output, run_cli, sample_records, write_jsonl
 
 ARGS = ["build", "--chunk", "64", "--tokenizer", "builtin:gpt2", "--shard-rows", "40", "--no-progress"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
@@ -43,9 +44,10 @@ def shard_files(out) -> set[tuple[str, str]]:
     return {(s["path"], s["sha256"]) for s in data["shards"] + data["rejected"]}
 
 
-def start(out, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *ARGS, "-o", str(out), *args], cwd=REPO, env=ENV, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(out, *args: str, log=subprocess.PIPE, build_args=ARGS, env=ENV) -> subprocess.Popen:
+    """A build in its own process group (so killpg takes its workers too); `log`: a file for long, chatty runs."""
+    return subprocess.Popen([*CLI, *build_args, "-o", str(out), *args], cwd=REPO, env=env, start_new_session=True,
+                            stdout=log, stderr=subprocess.STDOUT if log is not subprocess.PIPE else log, text=True)
 
 
 def wait_for_shards(out, proc, n: int) -> None:
@@ -204,3 +206,139 @@ def test_disk_full_is_one_line_and_resumable(tmp_path, reference):
         subprocess.run(["umount", str(small)], check=True)
     run_cli(*ARGS, "-o", str(moved))
     assert_same_as(moved, reference)
+
+
+# ---- Ray and Dask local clusters: the same guarantees, their own processes killed ---------------------------------
+# Small tasks (8 files of 8 documents) committing many small shards each, so that a kill finds work left and a
+# task caught between two of its shard commits.
+CLUSTER_ARGS = ["build", "--chunk", "64", "--tokenizer", "builtin:gpt2", "--shard-rows", "10", "--no-progress"]
+# in the command line of a process running tasks (local: a process pool worker)
+TASK_WORKER = {"ray": "ray::MapWorker(MapBatches(_Whole))", "dask": "dask worker [",
+               "local": "-c from multiprocessing.spawn import spawn_main"}
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small") / "corpus"
+    records = sample_records(64)
+    for i in range(8):
+        write_jsonl(root / f"part{i}.jsonl.zst", records[8 * i:8 * i + 8])
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_reference(tmp_path_factory, small_corpus):
+    out = tmp_path_factory.mktemp("small-reference") / "out"
+    run_cli(*CLUSTER_ARGS, "-i", str(small_corpus), "-o", str(out), "--workers", "1")
+    return out
+
+
+def family(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_9(processes: list[psutil.Process]) -> None:
+    """SIGKILL these processes (the build's own, listed while it ran) and reap them."""
+    for victim in processes:
+        try:
+            victim.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=30)
+
+
+def unreported_shards(out) -> set[str]:
+    """Shard files linked into place that the driver has not recorded (a task between two of its commits)."""
+    listed = {s["path"] for s in manifest(out)["shards"]} if (out / "manifest.json").exists() else set()
+    on_disk = {f"shards/{p.name}" for p in (out / "shards").glob("*.arrow")} if (out / "shards").exists() else set()
+    try:
+        journal = (out / "_commits.jsonl").read_text()
+    except FileNotFoundError:
+        journal = ""
+    return {path for path in on_disk - listed if f'"path": "{path}"' not in journal}
+
+
+def kill_workers_mid_task(out, proc, executor: str, ignore: set[str]) -> tuple[str, int, list[int]]:
+    """Once a task has linked a shard it has not yet reported, SIGKILL every process that runs tasks; return that
+    shard, its inode and the pids killed. Ray restarts the actor and retries the task, Dask's nanny restarts the
+    worker and the scheduler reschedules it: the retry meets its own first attempt's shard file in place."""
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        caught = sorted(unreported_shards(out) - ignore)
+        workers = [p for p in family(proc) if TASK_WORKER[executor] in _cmdline(p)] if caught else []
+        if workers:
+            inode = (out / caught[0]).stat().st_ino
+            kill_9(workers)
+            return caught[0], inode, [p.pid for p in workers]
+        time.sleep(0.005)
+    raise AssertionError("no task was caught between two shard commits; make the tasks longer")
+
+
+def _cmdline(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
+@pytest.mark.parametrize("executor, first, then", [("ray", 2, 1), ("dask", 1, 2)])
+def test_cluster_build_kill_9_then_resume_with_other_workers_is_exactly_once(tmp_path, small_corpus, small_reference,
+                                                                           executor, first, then):
+    """A real `--executor ray|dask` build on its local cluster: the driver's process group SIGKILLed after some
+    tasks committed, resumed with another worker count, whose cluster workers are SIGKILLed mid-task in turn (a
+    real Ray / Dask task retry: the straggler case)."""
+    pytest.importorskip({"ray": "ray.data", "dask": "dask.distributed"}[executor])
+    out = tmp_path / "out"
+    args = ["-i", str(small_corpus), "--executor", executor]
+    seen: list[psutil.Process] = []
+    proc = None
+    try:
+        with open(tmp_path / "killed.log", "w") as log:
+            proc = start(out, *args, "--workers", str(first), log=log, build_args=CLUSTER_ARGS)
+            wait_for_shards(out, proc, 1)
+            seen = family(proc)
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process of its cluster
+            proc.wait()
+        kill_9(seen)  # any that left the group (Ray's reaper) go with the driver; make sure
+        assert 1 <= committed_shards(out) < len(manifest(small_reference)["shards"])
+
+        with open(tmp_path / "resumed.log", "w") as log:
+            proc = start(out, *args, "--workers", str(then), log=log, build_args=CLUSTER_ARGS)
+            # the killed run's linked-but-unrecorded shards: swept at start, then written again under the same name
+            straggler, inode, killed = kill_workers_mid_task(out, proc, executor, ignore=unreported_shards(out))
+            seen = family(proc)
+            assert proc.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-4000:]
+    finally:
+        kill_9(seen + (family(proc) if proc else []))
+    assert killed and straggler in {s["path"] for s in manifest(out)["shards"]}
+    assert (out / straggler).stat().st_ino == inode  # the retried task's commit left the first attempt's file alone
+    assert_same_as(out, small_reference)  # every chunk once, the uninterrupted build's shard files byte for byte
+    assert "ok:" in run_cli("inspect", str(out), "--verify").stdout
+
+
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_a_worker_killed_more_often_than_retried_stops_the_build_with_one_line(tmp_path, small_corpus, small_reference,
+                                                                            executor):
+    """A local pool cannot replace a dead worker; Dask gives up on a task after `allowed-failures` deaths (0 here):
+    one line, `status: failed`, and re-running resumes."""
+    pytest.importorskip({"local": "concurrent.futures", "dask": "dask.distributed"}[executor])
+    out, log_path = tmp_path / "out", tmp_path / "build.log"
+    args = ["-i", str(small_corpus), "--executor", executor]
+    env = {**ENV, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    proc = None
+    try:
+        with open(log_path, "w") as log:
+            proc = start(out, *args, "--workers", "2", log=log, build_args=CLUSTER_ARGS, env=env)
+            kill_workers_mid_task(out, proc, executor, ignore=set())
+            assert proc.wait(timeout=120) == 2
+    finally:
+        kill_9(family(proc) if proc else [])
+    message = " ".join(log_path.read_text().split())
+    assert "Traceback" not in message and message.count("error:") == 1, message[-3000:]
+    assert "died" in message.split("error:")[1] and message.endswith("re-run the same command to resume")
+    assert manifest(out)["status"] == "failed" and "WorkerLostError" in manifest(out)["error"]
+    run_cli(*CLUSTER_ARGS, "-i", str(small_corpus), "-o", str(out), "--workers", "1")  # on any executor
+    assert_same_as(out, small_reference)
