@@ -3,42 +3,57 @@
 `submit_paraphrase` is the non-blocking form for feeders that keep an engine full (executors/local.py); the
 blocking `paraphrase_rows` is the same thing waited on. The engine's latency leaves the provenance for a transient
 column (`schema.LATENCY_COLUMN`): it becomes run statistics in the manifest, and the shard bytes stay a function
-of the rows.
+of the rows. With `progress_dir` (the build's output dir) each answer is reported as it arrives
+(`output/running.py`), so the build's progress moves inside a task long before the task commits.
 """
 from __future__ import annotations
 
 import json
 from concurrent.futures import Future
+from pathlib import Path
 
 import pyarrow as pa
 
 from paraphrase_pipe.engines.base import Engine
+from paraphrase_pipe.output.running import BatchWork
 from paraphrase_pipe.schema import LATENCY_COLUMN, rejoin, split_live
 
 
-def paraphrase_rows(rows: pa.Table, engine: Engine) -> pa.Table:
+def paraphrase_rows(rows: pa.Table, engine: Engine, progress_dir: Path | None = None) -> pa.Table:
     live, rest = split_live(rows)
     if not live:
         return _without_answers(rows)
-    return _with_answers(rows, live, rest, engine.generate(live), engine)
+    work = BatchWork(progress_dir, rows, live) if progress_dir else None
+    generations = engine.generate(live, **_reporting(engine, work))
+    if work:
+        work.finish(generations)
+    return _with_answers(rows, live, rest, generations, engine)
 
 
-def submit_paraphrase(rows: pa.Table, engine) -> Future:
+def submit_paraphrase(rows: pa.Table, engine, progress_dir: Path | None = None) -> Future:
     """Future of paraphrase_rows(rows, engine); the live chunks are in the engine's in_flight() when this returns."""
     done: Future = Future()
     live, rest = split_live(rows)
     if not live:
         done.set_result(_without_answers(rows))
         return done
+    work = BatchWork(progress_dir, rows, live) if progress_dir else None
 
     def answered(generations: Future) -> None:
         try:
+            if work:
+                work.finish(generations.result())
             done.set_result(_with_answers(rows, live, rest, generations.result(), engine))
         except BaseException as exc:  # noqa: BLE001 - the waiter re-raises it
             done.set_exception(exc)
 
-    engine.submit(live).add_done_callback(answered)
+    engine.submit(live, **_reporting(engine, work)).add_done_callback(answered)
     return done
+
+
+def _reporting(engine, work: BatchWork | None) -> dict:
+    """Engines that answer chunk by chunk report each one; the others' answers are reported when the call returns."""
+    return {"on_answer": work.answered} if work and getattr(engine, "reports_answers", False) else {}
 
 
 def _without_answers(rows: pa.Table) -> pa.Table:
