@@ -120,21 +120,21 @@ PROGRESS = re.compile(r"^progress \S+: ([\d,]+)/16 documents \(\d+%\), ([\d,]+) 
                       r"([\d,]+) chunks, accepted ([\d,]+), rejected ([\d,]+)$")
 
 
-@pytest.mark.parametrize("executor", ["local", "dask"])
+@pytest.mark.parametrize("executor", ["local"])  # "dask" passes too (the reports then come from a worker process): +40 s
 def test_progress_moves_inside_a_task_before_it_commits(executor, vllm_server, tiny_llm_dir, recipe, tmp_path):
     """One task of 63 chunks; the proxy holds every request after the 12th answer. The job log must show those
-    answers as done while nothing is committed — read from the running tasks' reports (on Dask: another process) —
-    and end with done == committed == the manifest's counts."""
+    answers as done while nothing is committed — read from the running tasks' reports — and end with
+    done == committed == the manifest's counts."""
     out = tmp_path / "out"
     proxy = FaultProxy(vllm_server.url, hold_after=12)
     lines: list[str] = []
     try:
-        proc = build_popen(out, tiny_llm_dir, recipe, "--endpoint", proxy.url, "--concurrency", "2", "--workers", "1",
+        proc = build_popen(out, tiny_llm_dir, recipe, "--endpoint", proxy.url, "--concurrency", "8", "--workers", "1",
                            "--executor", executor, "--log-every", "0.2", *FAST_RETRY)
         reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
         reader.start()
         deadline = time.monotonic() + 120
-        while proxy.held < 2:  # both request slots wait on held requests: 12 answers are in
+        while proxy.held < 8:  # every request slot waits on a held request: 12 answers are in
             assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.1)
         deadline = time.monotonic() + 5  # a few of --log-every
