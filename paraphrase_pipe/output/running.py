@@ -1,9 +1,10 @@
 """Work done inside tasks that have not committed yet, so a build's progress moves between commits on every executor.
 
 The paraphrase stage reports each chunk as the engine answers it (`BatchWork`). Every process keeps the counts of its
-input ranges in one small JSON file, `OUT/cache/running/<host>-<pid>.json`, rewritten atomically at most every
-`FLUSH_S`. Files in OUT reach the driver from local workers, Ray actors and Dask workers alike (their shards go there
-too), so one mechanism serves every executor and the executors know nothing of it. `read_running` merges the files
+input ranges in one small JSON file, `OUT/cache/running/<host>-<pid>.json`, rewritten atomically by a daemon thread
+at most every `FLUSH_S`, and once when a batch ends. Files in OUT reach the driver from local workers, Ray actors and
+Dask workers alike (their shards go there too), so one mechanism serves every executor and the executors know
+nothing of it. `read_running` merges the files
 for the driver's progress, which stops counting a range as running once it records a shard of it: from then on the
 committed counts stand for those rows, so the two never count the same rows twice. The directory is work state:
 cleared when a run starts, deleted with the request cache when the build completes.
@@ -27,19 +28,21 @@ from paraphrase_pipe.schema import RANGE_COLUMN
 RUNNING_DIR = WORK_DIR / "running"
 FIELDS = ("documents", "chunks", "source_tokens", "generated_tokens")  # what a running range has done so far
 FLUSH_S = 0.5  # a process rewrites its file at most this often
-KEEP_S = 60.0  # a range whose batches are all answered stays listed this long (the driver reads every few seconds)
+KEEP_S = 20.0  # a range whose batches are all answered stays listed this long (the driver reads every few seconds)
 
 
 class _ProcessFile:
-    """This process's counts per input range, and the file that shows them."""
+    """This process's counts per input range, and the file that shows them (written by a daemon thread when they
+    changed, so the engine's threads that report answers never wait on the filesystem)."""
 
     def __init__(self, out: Path):
         self.path = Path(out) / RUNNING_DIR / f"{socket.gethostname()}-{os.getpid()}.json"
         self.counts: dict[str, dict[str, int]] = {}
         self.open_batches: dict[str, int] = {}
         self.idle_since: dict[str, float] = {}  # ranges with no batch open here, since when
-        self.lock = threading.Lock()
-        self.flushed = 0.0
+        self.lock, self.writing = threading.Lock(), threading.Lock()
+        self.changed = False
+        threading.Thread(target=self._keep_written, name="running-work", daemon=True).start()
 
     def open(self, rids: set[str]) -> None:
         with self.lock:
@@ -53,6 +56,7 @@ class _ProcessFile:
             counts = self.counts[rid]
             for key, n in done.items():
                 counts[key] += n
+            self.changed = True
 
     def close(self, rids: set[str]) -> None:
         with self.lock:
@@ -62,17 +66,25 @@ class _ProcessFile:
                     del self.open_batches[rid]
                     self.idle_since[rid] = time.monotonic()
 
-    def flush(self, force: bool = False) -> None:
+    def _keep_written(self) -> None:
+        while True:
+            time.sleep(FLUSH_S)
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the counts if they changed (and drop ranges idle for KEEP_S)."""
         now = time.monotonic()
-        with self.lock:
-            if not force and now - self.flushed < FLUSH_S:
-                return
-            self.flushed = now
-            for rid in [r for r, t in self.idle_since.items() if now - t > KEEP_S]:
-                del self.idle_since[rid], self.counts[rid]
-            text = json.dumps(self.counts)
+        with self.writing:
+            with self.lock:
+                for rid in [r for r, t in self.idle_since.items() if now - t > KEEP_S]:
+                    del self.idle_since[rid], self.counts[rid]
+                    self.changed = True
+                if not self.changed:
+                    return
+                self.changed = False
+                text = json.dumps(self.counts)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            try:  # progress is for display: a full or flaky disk must not fail the build (the shards will say so)
+            try:  # progress is for display: a full or flaky disk must not fail the build (its shards will say so)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 tmp.write_text(text)
                 os.replace(tmp, self.path)
@@ -119,7 +131,6 @@ class BatchWork:
             if doc not in self.pending:
                 self.file.add(rid, documents=1)
         self.live_rids = [r for r, gone in zip(rids, rejected) if not gone]  # split_live keeps the rows' order
-        self.file.flush()
 
     def answered(self, i: int, generated_tokens: int | None) -> None:
         """Chunk `i` of the live rows has its answer (called from the engine's threads, once per chunk)."""
@@ -134,14 +145,13 @@ class BatchWork:
         if rid is not None:
             self.file.add(rid, chunks=1, source_tokens=self.live[i]["n_tokens"] or 0, generated_tokens=generated_tokens or 0,
                           documents=int(doc_done))
-        self.file.flush()
 
     def finish(self, generations) -> None:
         """Every answer is in: report those the engine did not report one by one, and show the batch's end."""
         for i, gen in enumerate(generations):
             self.answered(i, gen.completion_tokens)
         self.file.close(self.rids)
-        self.file.flush(force=True)
+        self.file.flush()  # once per batch, at once: the batch's last state is shown before its commit
 
 
 def read_running(out: Path) -> dict[str, dict[str, int]]:

@@ -23,8 +23,8 @@ def paraphrase_rows(rows: pa.Table, engine: Engine, progress_dir: Path | None = 
     live, rest = split_live(rows)
     if not live:
         return _without_answers(rows)
-    work = BatchWork(progress_dir, rows, live) if progress_dir else None
-    generations = engine.generate(live, **_reporting(engine, work))
+    work = _batch_work(progress_dir, rows, live, engine)
+    generations = engine.generate(live, **({"on_answer": work.answered} if work else {}))
     if work:
         work.finish(generations)
     return _with_answers(rows, live, rest, generations, engine)
@@ -37,7 +37,7 @@ def submit_paraphrase(rows: pa.Table, engine, progress_dir: Path | None = None) 
     if not live:
         done.set_result(_without_answers(rows))
         return done
-    work = BatchWork(progress_dir, rows, live) if progress_dir else None
+    work = _batch_work(progress_dir, rows, live, engine)
 
     def answered(generations: Future) -> None:
         try:
@@ -47,13 +47,14 @@ def submit_paraphrase(rows: pa.Table, engine, progress_dir: Path | None = None) 
         except BaseException as exc:  # noqa: BLE001 - the waiter re-raises it
             done.set_exception(exc)
 
-    engine.submit(live, **_reporting(engine, work)).add_done_callback(answered)
+    engine.submit(live, **({"on_answer": work.answered} if work else {})).add_done_callback(answered)
     return done
 
 
-def _reporting(engine, work: BatchWork | None) -> dict:
-    """Engines that answer chunk by chunk report each one; the others' answers are reported when the call returns."""
-    return {"on_answer": work.answered} if work and getattr(engine, "reports_answers", False) else {}
+def _batch_work(progress_dir: Path | None, rows: pa.Table, live: list[dict], engine) -> BatchWork | None:
+    """Progress reports for engines that answer chunk by chunk (LLMs, where a task takes long); an engine that
+    answers a whole batch at once (`none`) adds nothing the commit moments later does not."""
+    return BatchWork(progress_dir, rows, live) if progress_dir and getattr(engine, "reports_answers", False) else None
 
 
 def _without_answers(rows: pa.Table) -> pa.Table:

@@ -166,7 +166,7 @@ def _answer_in_two_steps(inp: str, out: str, half, go_on) -> None:
     work = BatchWork(Path(out), rows, live)
     for i in range(len(live) // 2):
         work.answered(i, 3)
-    work.file.flush(force=True)
+    work.file.flush()
     half.set()
     go_on.wait(60)
     work.finish([SimpleNamespace(completion_tokens=3)] * len(live))
