@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from paraphrase_pipe.output.lock import holder
 from paraphrase_pipe.output.manifest import MANIFEST, BuildManifest
 from paraphrase_pipe.output.sweep import is_damaged
 from paraphrase_pipe.output.resume import planned_tasks, remaining_tasks
+from paraphrase_pipe.output.running import clear_running, read_running
 from paraphrase_pipe.output.session import OutputSession
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.progress import BuildProgress
@@ -77,9 +79,15 @@ def _build(config: BuildConfig, session: OutputSession, *, dry_run: bool, overwr
         tasks = remaining_tasks(manifest, planned_tasks(out, files, config))
     pipeline = Pipeline(dry_run_config(config) if dry_run else config, dry_run=dry_run)
     bar = config.progress and console.is_terminal
-    with BuildProgress(console, planned_records(tasks), bar=bar, log_every=config.log_every, in_flight=pipeline.requests_in_flight) as progress:
+    running = None
+    if pipeline.progress_dir is not None:
+        clear_running(pipeline.progress_dir)
+        running = partial(read_running, pipeline.progress_dir)
+    with BuildProgress(console, planned_records(tasks), bar=bar, log_every=config.log_every,
+                       in_flight=pipeline.requests_in_flight, running=running) as progress:
 
         def on_shard(meta: dict) -> None:
+            progress.settle(meta.get("keys", ()))  # its rows are committed (or were already): no longer running
             if manifest is not None and manifest.record(meta) is None:
                 return  # every row of it was already committed (a retried batch)
             meta.pop("keys", None)

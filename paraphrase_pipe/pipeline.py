@@ -87,11 +87,17 @@ class Pipeline:
             RANGE_ROWS_COLUMN, pa.array([n] * n, pa.int64()))
 
     def middle(self, rows: pa.Table, engine: Engine) -> pa.Table:
-        return paraphrase_rows(rows, engine)
+        return paraphrase_rows(rows, engine, self.progress_dir)
 
     def submit_middle(self, rows: pa.Table, engine: Engine) -> Future:
         """middle() without waiting (engines with `submit`): the rows are in engine.in_flight() on return."""
-        return submit_paraphrase(rows, engine)
+        return submit_paraphrase(rows, engine, self.progress_dir)
+
+    @property
+    def progress_dir(self) -> Path | None:
+        """Where the paraphrase stage reports work inside running tasks (the build's output dir; a dry run has none
+        and sends nothing to an engine)."""
+        return None if self.dry_run else Path(self.config.output)
 
     @staticmethod
     def per_task(rows: pa.Table) -> list[pa.Table]:

@@ -20,9 +20,14 @@ SIZES = [(1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M
 
 def front_matter(ctx: dict) -> str:
     n = ctx["counts"].get("accepted", 0)
-    configs = []  # only what has rows: `datasets` refuses a config whose files are missing or empty
+    # Only what has rows: `datasets` cannot load an empty split, and a default config with no files breaks every
+    # config. With no accepted rows the default config holds a `rejected` split and no `train`: a lone `rejected`
+    # config would be the default, and load_dataset(OUT, split="train") would hand out dead letters to train on.
+    configs = []
     if ctx["has_accepted"]:
         configs.append({"config_name": "default", "default": True, "data_files": [{"split": "train", "path": "shards/*.arrow"}]})
+    elif ctx["has_rejected"]:
+        configs.append({"config_name": "default", "default": True, "data_files": [{"split": "rejected", "path": "rejected/*.arrow"}]})
     if ctx["has_rejected"]:
         configs.append({"config_name": "rejected", "data_files": [{"split": "train", "path": "rejected/*.arrow"}]})
     meta = {k: ctx["license"][k] for k in ("license", "license_name", "license_link") if ctx["license"].get(k)}

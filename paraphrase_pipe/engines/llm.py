@@ -73,6 +73,7 @@ class Completion:
 
 
 OnDone = Callable[[Request, Completion], None]
+OnAnswer = Callable[[int, "int | None"], None]  # (chunk index in the call, its completion tokens)
 
 
 class InFlight:
@@ -156,6 +157,7 @@ class LLMEngine:
     placement: ClassVar[Literal["worker", "driver"]]
     Options: ClassVar[type[GenerationOptions]] = GenerationOptions
     wants_workdir: ClassVar[bool] = True  # Pipeline.make_engine passes the build's output dir (request cache)
+    reports_answers: ClassVar[bool] = True  # generate/submit take `on_answer` (the progress inside a task)
 
     def __init__(self, workdir: str | Path | None = None, **options: Any):
         try:
@@ -184,18 +186,20 @@ class LLMEngine:
             ident["model_tokenizer"] = o.model_tokenizer
         return ident
 
-    def generate(self, chunks: list[dict[str, Any]]) -> list[Generation]:
+    def generate(self, chunks: list[dict[str, Any]], on_answer: OnAnswer | None = None) -> list[Generation]:
+        """`on_answer(i, completion_tokens)` as soon as chunk i has its answer (backend, request cache or rejected up
+        front), from the engine's threads: what the build's progress counts inside a running task."""
         self._in_flight.add(len(chunks))
-        return self._generate_counted(chunks)
+        return self._generate_counted(chunks, on_answer)
 
-    def submit(self, chunks: list[dict[str, Any]]) -> Future:
+    def submit(self, chunks: list[dict[str, Any]], on_answer: OnAnswer | None = None) -> Future:
         """generate() without waiting: the chunks count as in flight before this returns (a feeder reading
         in_flight() next sees them); the Future holds the Generations."""
         self._in_flight.add(len(chunks))
         with self._opening:
             if self._callers is None:
                 self._callers = ThreadPoolExecutor(64, thread_name_prefix=f"{self.name}-call")
-        return self._callers.submit(self._generate_counted, chunks)
+        return self._callers.submit(self._generate_counted, chunks, on_answer)
 
     def in_flight(self) -> int:
         return self._in_flight.now
@@ -210,9 +214,11 @@ class LLMEngine:
         """Generation-window figures of this engine (see InFlight); recorded in the manifest's run statistics."""
         return {"engine": self.name, "target_in_flight": self.target_in_flight(), **self._in_flight.stats()}
 
-    def _generate_counted(self, chunks: list[dict[str, Any]]) -> list[Generation]:
+    def _generate_counted(self, chunks: list[dict[str, Any]], on_answer: OnAnswer | None = None) -> list[Generation]:
         """Every chunk was counted in flight by the caller; each is finished exactly once here, whatever happens."""
         unfinished, lock = len(chunks), threading.Lock()
+        answer = on_answer or (lambda i, tokens: None)
+        position: dict[str, int] = {}  # request key -> chunk index
 
         def finish(n: int, **kw) -> None:  # a backend may still report a request after its batch failed: count once
             nonlocal unfinished
@@ -225,6 +231,7 @@ class LLMEngine:
         def on_done(request: Request, completion: Completion) -> None:
             finish(1, output_tokens=completion.completion_tokens, answered=True)
             self._remember(request, completion)
+            answer(position[request.key], completion.completion_tokens)
 
         try:
             self._open()
@@ -235,11 +242,16 @@ class LLMEngine:
                 request, overflow = self._request(chunk, identity)
                 if overflow:
                     answers[i] = overflow
+                    answer(i, None)
                 else:
                     requests[i] = request
+                    position[request.key] = i
             cached = self._cache.get_many([r.key for r in requests.values()]) if self._cache else {}
             to_send = [r for r in requests.values() if r.key not in cached]
             finish(len(chunks) - len(to_send))  # answered without the backend
+            for i, request in requests.items():
+                if request.key in cached:
+                    answer(i, cached[request.key].get("completion_tokens"))
             if to_send:
                 self._in_flight.sending()
             fresh = dict(zip((r.key for r in to_send), self._complete(to_send, on_done))) if to_send else {}

@@ -117,6 +117,7 @@ def describe(table: pa.Table, kind: str) -> dict:
         "tokens": _token_count(table) if kind == ACCEPTED_DIR else 0,
         "documents": _documents(table),
         "chunks": chunk_rows,
+        "source_tokens": int(pc.sum(table["n_tokens"]).as_py() or 0) if len(table) else 0,  # the chunks' own tokens (progress: in tok/s)
         "generated_tokens": int(pc.sum(table["completion_tokens"]).as_py() or 0) if "completion_tokens" in table.column_names else 0,
         "engine_latency_s": round(float(latency or 0), 4),
         "excluded": sum(n for r, n in reasons.items() if r in EXCLUSION_REASONS),

@@ -3,17 +3,28 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing as mp
 import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from rich.console import Console
 
 from paraphrase_pipe.build import run_build
 from paraphrase_pipe.config import resolve_config
+from paraphrase_pipe.output.ranges import range_id
+from paraphrase_pipe.output.resume import planned_tasks
+from paraphrase_pipe.output.running import BatchWork, clear_running, read_running
+from paraphrase_pipe.output.shards import write_rows
+from paraphrase_pipe.pipeline import Pipeline
+from paraphrase_pipe.schema import split_live
+from paraphrase_pipe.sources import discover
 from paraphrase_pipe.sweep import expand
 
 from .conftest import CLI, REPO, run_cli, sample_records, write_jsonl
@@ -139,3 +150,55 @@ def test_config_errors_have_no_doubled_colon_and_help_shows_defaults():
     top = run_cli("--help").stdout
     assert "heavy imports" not in top and "registers" not in top
     assert run_cli("--version").stdout.strip() == "paraphrase-pipe 0.1.0"
+
+
+def _first_task(inp: str, out: str):
+    """The first task of a real build's plan over `inp`, through the front (read, chunk): (task, its rows)."""
+    config = resolve_config(None, input=[inp], tokenizer=TOK, chunk=64, output=out, docs_per_task=10)
+    task = planned_tasks(None, discover(config.input), config)[0]
+    return task, Pipeline(config).front(task)
+
+
+def _answer_in_two_steps(inp: str, out: str, half, go_on) -> None:
+    """A worker process: the task's live chunks answered in two steps, through the paraphrase stage's reports."""
+    _, rows = _first_task(inp, out)
+    live, _ = split_live(rows)
+    work = BatchWork(Path(out), rows, live)
+    for i in range(len(live) // 2):
+        work.answered(i, 3)
+    work.file.flush()
+    half.set()
+    go_on.wait(60)
+    work.finish([SimpleNamespace(completion_tokens=3)] * len(live))
+
+
+def test_running_work_reaches_the_driver_from_another_process_and_ends_equal_to_the_commit(tmp_path):
+    """The reports of a paraphrase batch in another process (as on local workers, Ray actors, Dask workers): half its
+    chunks answered shows as half done; all answered, the range's counts are exactly what committing it adds."""
+    inp, out = str(write_jsonl(tmp_path / "in" / "docs.jsonl", sample_records(10)).parent), tmp_path / "out"
+    ctx = mp.get_context("spawn")
+    half, go_on = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_answer_in_two_steps, args=(inp, str(out), half, go_on))
+    child.start()
+    try:
+        assert half.wait(60), "the worker never reported"
+        (rid, partial), = read_running(out).items()
+        go_on.set()
+        child.join(60)
+    finally:
+        child.kill()
+    assert child.exitcode == 0
+    (rid_again, final), = read_running(out).items()
+    task, rows = _first_task(inp, str(out))
+    live = pc.is_null(rows["reject_reason"])
+    answered = rows.set_column(rows.schema.get_field_index("completion_tokens"), "completion_tokens",
+                               pc.if_else(live, pa.scalar(3, pa.int32()), pa.scalar(None, pa.int32())))
+    metas = write_rows(answered, out, 4096, dry_run=True)  # what committing the task would record
+    committed = {k: sum(m[k] for m in metas) for k in ("documents", "chunks", "source_tokens", "generated_tokens")}
+    n_live = pc.sum(live).as_py()
+    assert rid == rid_again == range_id(*task.range)
+    assert final == committed and committed["documents"] == 10 and n_live > 20
+    assert partial["generated_tokens"] == 3 * (n_live // 2) and partial["chunks"] < final["chunks"]
+    assert partial["documents"] < final["documents"]
+    clear_running(out)
+    assert read_running(out) == {}

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
+import threading
 import time
+
+import pytest
 
 from .conftest import build_cmd, build_popen, comparable, rows
 from .fault_proxy import FaultProxy
@@ -110,3 +114,46 @@ def test_a_rejected_api_key_stops_at_once(vllm_server, tiny_llm_dir, recipe, tmp
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "answered HTTP 401 unauthorized (check the API key in api_key_env): invalid API key" in " ".join(proc.stderr.split())
     assert not any(e["forwarded"] for e in proxy.log) and "wrong-key" not in proc.stderr
+
+
+PROGRESS = re.compile(r"^progress \S+: ([\d,]+)/16 documents \(\d+%\), ([\d,]+) chunks, .*; committed ([\d,]+) documents, "
+                      r"([\d,]+) chunks, accepted ([\d,]+), rejected ([\d,]+)$")
+
+
+@pytest.mark.parametrize("executor", ["local"])  # "dask" passes too (the reports then come from a worker process): +40 s
+def test_progress_moves_inside_a_task_before_it_commits(executor, vllm_server, tiny_llm_dir, recipe, tmp_path):
+    """One task of 63 chunks; the proxy holds every request after the 12th answer. The job log must show those
+    answers as done while nothing is committed — read from the running tasks' reports — and end with
+    done == committed == the manifest's counts."""
+    out = tmp_path / "out"
+    proxy = FaultProxy(vllm_server.url, hold_after=12)
+    lines: list[str] = []
+    try:
+        proc = build_popen(out, tiny_llm_dir, recipe, "--endpoint", proxy.url, "--concurrency", "8", "--workers", "1",
+                           "--executor", executor, "--log-every", "0.2", *FAST_RETRY)
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while proxy.held < 8:  # every request slot waits on a held request: 12 answers are in
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        deadline = time.monotonic() + 5  # a few of --log-every
+        while not any((m := PROGRESS.match(line)) and int(m[2]) >= 12 for line in list(lines)):
+            assert time.monotonic() < deadline, "no progress line counts the answers of the running task:\n" + "".join(lines[-5:])
+            time.sleep(0.1)
+        assert not json.loads((out / "manifest.json").read_text())["shards"]
+        reports = [json.loads(p.read_text()) for p in (out / "cache" / "running").glob("*.json")]
+        assert sum(c["chunks"] for r in reports for c in r.values()) >= 12
+        proxy.release()
+        assert proc.wait(120) == 0
+        reader.join(10)
+    finally:
+        proxy.close()
+    shown = [tuple(int(g.replace(",", "")) for g in m.groups()) for line in lines if (m := PROGRESS.match(line.rstrip()))]
+    held = [s for s in shown if s[1] >= 12 and s[2] == 0]
+    assert held, shown  # answers counted while nothing is committed yet
+    assert [s[1] for s in shown] == sorted(s[1] for s in shown), shown  # done never goes back
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    final = (counts["documents"], counts["chunks"], counts["documents"], counts["chunks"], counts["accepted"], counts["rejected"])
+    assert shown[-1] == final == (16, 63, 16, 63, counts["accepted"], counts["rejected"]), shown
+    assert not (out / "cache").exists()

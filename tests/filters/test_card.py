@@ -136,8 +136,11 @@ def test_card_lists_the_largest_input_shards_and_points_to_drift_json(pairs_buil
 
 @pytest.mark.parametrize("kinds", [("paraphrase",), ("near_copy", "unrelated", "truncated", "other_language")], ids=["no-rejects", "no-accepted"])
 def test_card_configs_are_what_the_build_has(pairs, tmp_path, kinds):
-    """`configs:` names only configs with rows: a build without rejects has no `rejected` config, one with zero
-    accepted rows no `default`, and each config that is listed loads."""
+    """`configs:` names only configs with rows (`datasets` cannot load an empty split, even from a zero-row Arrow
+    file: "Instruction 'train' corresponds to no data"): a build without rejects has no `rejected` config, one with
+    zero accepted rows no `train` split (a lone `rejected` config would be the default, and load_dataset(OUT,
+    split="train") would return dead letters); each config that is listed loads, and the card says why a config or
+    split is absent and how a script checks first."""
     datasets = pytest.importorskip("datasets")
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(REGISTRY, "pairs", "tests.filters.pairs_engine:PairsEngine")
@@ -148,10 +151,16 @@ def test_card_configs_are_what_the_build_has(pairs, tmp_path, kinds):
     if kinds == ("paraphrase",):
         assert counts["rejected"] == 0 and names == ["default"]
         assert load(out).num_rows == counts["accepted"] > 0
-        assert 'no rejected rows: this build has no "rejected" config' in card
-        with pytest.raises(ValueError, match="rejected"):  # datasets' own message names the configs there are
+        assert 'No "rejected" config: this build dead-lettered no rows (counts.rejected is 0' in card
+        assert '"rejected" in datasets.get_dataset_config_names("out")' in card  # the name the build was given
+        assert datasets.get_dataset_config_names(str(out)) == ["default"]  # the check the card gives
+        with pytest.raises(ValueError, match="BuilderConfig 'rejected' not found"):  # the error the card names
             datasets.load_dataset(str(out), "rejected", split="train", cache_dir=str(tmp_path / "hf-cache"))
     else:
-        assert counts["accepted"] == 0 and names == ["rejected"]
+        assert counts["accepted"] == 0 and names == ["default", "rejected"]
         assert load(out, "rejected").num_rows == counts["rejected"] > 0
-        assert "no accepted samples: this build has no default config" in card
+        assert "No train split: this build accepted no samples (counts.accepted is 0" in card
+        with pytest.raises(ValueError, match='Unknown split "train"'):  # never dead letters as training data
+            load(out)
+        whole = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
+        assert list(whole) == ["rejected"] and whole["rejected"].num_rows == counts["rejected"]
