@@ -22,8 +22,12 @@ halfway to the next bad score); the defaults in paraphrase_pipe/filters/ were se
 is on the held-out half with the defaults (FilterOptions()), through the real filter stage; a gate in
 parentheses is off by default (its row shows it alone, the chain leaves it out).
 
+`--fresh` reports on `filter_pairs/fresh.jsonl` instead: 25 passages of other genres written after every rule of
+the extractor, every document held out, the same kinds derived by the same code. Nothing is calibrated on it.
+
     .venv/bin/python benchmarks/filter_calibration.py --calibrate
     .venv/bin/python benchmarks/filter_calibration.py
+    .venv/bin/python benchmarks/filter_calibration.py --fresh
 """
 from __future__ import annotations
 
