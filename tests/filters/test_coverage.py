@@ -82,3 +82,16 @@ def test_bad_input_gets_clear_scores_never_a_crash(pairs, tokenizer):
         assert verdicts[4] is None
     out = filter_rows(rows_table([{"doc_id": "x", "kind": "bad", "original": o or "-", "paraphrase": p} for o, p in cases]), options, tokenizer)
     assert out["reject_reason"].to_pylist()[:2] == ["paraphrase_too_short", "paraphrase_too_short"] or all(out["reject_reason"].to_pylist()[:2])
+
+
+def test_length_ratio_counts_content_not_layout(pairs, tokenizer):
+    """A reflowed copy (tabs, indentation, line breaks made single spaces) is as long as its source; a third of its
+    sentences dropped is not — the floor (0.79, from the calibration half) sits between the two."""
+    gate = FilterOptions().length
+    source = next(p["original"] for p in pairs if p["kind"] == "paraphrase" and "\t" in p["original"])
+    flat = " ".join(source.split())
+    sentences = re.split(r"(?<=[.!?])\s+", flat)
+    shortened = " ".join(s for i, s in enumerate(sentences) if i % 3 != 1)  # every third sentence dropped
+    ratios = gate.score([source, source], [flat, shortened], tokenizer)[gate.column]
+    assert ratios[0] == 1.0
+    assert ratios[1] < gate.min and [v and v[0] for v in gate.judge(ratios)] == [None, "paraphrase_too_short"]
