@@ -1,4 +1,5 @@
-"""(a) vLLM in-process through a full `paraphrase-pipe build`, on the local executor and on Ray (CPU actor)."""
+"""(a) vLLM in-process through a full `paraphrase-pipe build`, on the local executor and on Ray (CPU actor); and a
+real-engine build with every default gate on."""
 from __future__ import annotations
 
 import json
@@ -71,9 +72,11 @@ def test_feeder_keeps_the_engine_full_across_task_boundaries(inprocess_build, ti
     assert window["engine_counter"]["mean_in_flight"] >= 8, window
 
 
-def test_real_engine_build_with_the_default_gates_writes_a_card(tiny_llm_dir, tmp_path):
+def test_real_engine_build_with_the_default_gates_writes_a_card(vllm_server, tiny_llm_dir, tmp_path):
     """End to end with the real engine and every default gate on: real (random-model) generations reach the
-    filter, each row ends accepted or dead-lettered with a reason and its scores, and the card is written."""
+    filter, each row ends accepted or dead-lettered with a reason and its scores, and the card is written.
+    The engine is the shared real vLLM server (no engine start of its own); the in-process engine with the
+    default gates is test_vllm_plan.py's build."""
     import pytest
     import yaml
 
@@ -82,7 +85,7 @@ def test_real_engine_build_with_the_default_gates_writes_a_card(tiny_llm_dir, tm
     recipe = tmp_path / "default-gates.yaml"
     recipe.write_text("layout: orig+para\n")
     out = tmp_path / "out"
-    build_cmd(out, tiny_llm_dir, recipe, "--engine", "vllm", *VLLM_CPU, "--limit", "6", env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    build_cmd(out, tiny_llm_dir, recipe, "--endpoint", vllm_server.url, "--concurrency", "8", "--limit", "6")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     gates = FilterOptions().gates()
