@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 from paraphrase_pipe.config import BuildConfig, ConfigError
 from paraphrase_pipe.engines import Engine, create_engine, engine_class
 from paraphrase_pipe.output.ranges import range_id
+from paraphrase_pipe.output.running import BatchWork
 from paraphrase_pipe.output.shards import write_rows
 from paraphrase_pipe.schema import RANGE_COLUMN, RANGE_ROWS_COLUMN
 from paraphrase_pipe.sources import Task, read_task
@@ -87,11 +89,15 @@ class Pipeline:
             RANGE_ROWS_COLUMN, pa.array([n] * n, pa.int64()))
 
     def middle(self, rows: pa.Table, engine: Engine) -> pa.Table:
-        return paraphrase_rows(rows, engine, self.progress_dir)
+        return paraphrase_rows(rows, engine, self._reporter())
 
     def submit_middle(self, rows: pa.Table, engine: Engine) -> Future:
         """middle() without waiting (engines with `submit`): the rows are in engine.in_flight() on return."""
-        return submit_paraphrase(rows, engine, self.progress_dir)
+        return submit_paraphrase(rows, engine, self._reporter())
+
+    def _reporter(self):
+        """The paraphrase stage's progress reporter (`output/running.BatchWork` on the output dir), or None."""
+        return None if self.progress_dir is None else partial(BatchWork, self.progress_dir)
 
     @property
     def progress_dir(self) -> Path | None:

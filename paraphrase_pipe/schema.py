@@ -3,14 +3,18 @@
 One row schema flows through every stage: a row is a chunk (or, for input that never became a chunk, a document)
 and carries its own fate in `reject_reason`. Stages only work on rows whose `reject_reason` is null and pass the
 others through, so dead-letter records travel with the data and every input record is accounted for exactly once.
-Later stages may append columns (e.g. `score_*`); writers keep them.
+Later stages may append columns (e.g. `score_*`); writers keep them. `WORK_DIR` names the output dir's work-state
+folder (request cache, engine logs, running-work reports), removed when the build completes.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 SCHEMA_VERSION = 1
+WORK_DIR = Path("cache")  # inside the output dir; engines and output/running.py keep their state there
 
 DOCUMENT_SCHEMA = pa.schema(
     [

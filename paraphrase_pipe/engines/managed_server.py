@@ -25,7 +25,7 @@ from pydantic import Field
 from paraphrase_pipe.engines import EngineError
 from paraphrase_pipe.engines.engine_log import OOM, error_excerpt
 from paraphrase_pipe.engines.openai_client import OpenAIEngine, OpenAIOptions, _Endpoint
-from paraphrase_pipe.engines.request_cache import WORK_DIR
+from paraphrase_pipe.schema import WORK_DIR
 from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs, as_cli_flags
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"

@@ -18,7 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-WORK_DIR = Path("cache")  # engines' working state inside the output dir, removed when the build completes
+from paraphrase_pipe.schema import WORK_DIR
+
 CACHE_DIR = WORK_DIR / "requests"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 

@@ -22,7 +22,7 @@ from typing import Any
 from paraphrase_pipe.engines import EngineError
 from paraphrase_pipe.engines.engine_log import OOM, start_failure, tee_output
 from paraphrase_pipe.engines.llm import Completion, GenerationOptions, InFlight, LLMEngine, OnDone, Request
-from paraphrase_pipe.engines.request_cache import WORK_DIR
+from paraphrase_pipe.schema import WORK_DIR
 from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs
 
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from paraphrase_pipe.engines.request_cache import WORK_DIR
-from paraphrase_pipe.schema import RANGE_COLUMN
+from paraphrase_pipe.schema import RANGE_COLUMN, WORK_DIR
 
 RUNNING_DIR = WORK_DIR / "running"
 FIELDS = ("documents", "chunks", "source_tokens", "generated_tokens")  # what a running range has done so far

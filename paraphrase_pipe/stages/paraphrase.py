@@ -3,41 +3,43 @@
 `submit_paraphrase` is the non-blocking form for feeders that keep an engine full (executors/local.py); the
 blocking `paraphrase_rows` is the same thing waited on. The engine's latency leaves the provenance for a transient
 column (`schema.LATENCY_COLUMN`): it becomes run statistics in the manifest, and the shard bytes stay a function
-of the rows. With `progress_dir` (the build's output dir) each answer is reported as it arrives
-(`output/running.py`), so the build's progress moves inside a task long before the task commits.
+of the rows. With `report` (the pipeline passes `output/running.BatchWork` bound to the build's output dir) each
+answer is reported as it arrives, so the build's progress moves inside a task long before the task commits.
 """
 from __future__ import annotations
 
 import json
 from concurrent.futures import Future
-from pathlib import Path
+from collections.abc import Callable
 
 import pyarrow as pa
 
 from paraphrase_pipe.engines.base import Engine
-from paraphrase_pipe.output.running import BatchWork
 from paraphrase_pipe.schema import LATENCY_COLUMN, rejoin, split_live
 
 
-def paraphrase_rows(rows: pa.Table, engine: Engine, progress_dir: Path | None = None) -> pa.Table:
+Reporter = Callable[[pa.Table, list[dict]], object]  # (rows, live chunks) -> has .answered(i, n) and .finish(gens)
+
+
+def paraphrase_rows(rows: pa.Table, engine: Engine, report: Reporter | None = None) -> pa.Table:
     live, rest = split_live(rows)
     if not live:
         return _without_answers(rows)
-    work = _batch_work(progress_dir, rows, live, engine)
+    work = _batch_work(report, rows, live, engine)
     generations = engine.generate(live, **({"on_answer": work.answered} if work else {}))
     if work:
         work.finish(generations)
     return _with_answers(rows, live, rest, generations, engine)
 
 
-def submit_paraphrase(rows: pa.Table, engine, progress_dir: Path | None = None) -> Future:
+def submit_paraphrase(rows: pa.Table, engine, report: Reporter | None = None) -> Future:
     """Future of paraphrase_rows(rows, engine); the live chunks are in the engine's in_flight() when this returns."""
     done: Future = Future()
     live, rest = split_live(rows)
     if not live:
         done.set_result(_without_answers(rows))
         return done
-    work = _batch_work(progress_dir, rows, live, engine)
+    work = _batch_work(report, rows, live, engine)
 
     def answered(generations: Future) -> None:
         try:
@@ -51,10 +53,10 @@ def submit_paraphrase(rows: pa.Table, engine, progress_dir: Path | None = None) 
     return done
 
 
-def _batch_work(progress_dir: Path | None, rows: pa.Table, live: list[dict], engine) -> BatchWork | None:
+def _batch_work(report: Reporter | None, rows: pa.Table, live: list[dict], engine):
     """Progress reports for engines that answer chunk by chunk (LLMs, where a task takes long); an engine that
     answers a whole batch at once (`none`) adds nothing the commit moments later does not."""
-    return BatchWork(progress_dir, rows, live) if progress_dir and getattr(engine, "reports_answers", False) else None
+    return report(rows, live) if report and getattr(engine, "reports_answers", False) else None
 
 
 def _without_answers(rows: pa.Table) -> pa.Table:
