@@ -103,7 +103,9 @@ def test_real_engine_build_with_the_default_gates_writes_a_card(vllm_server, tin
         assert f"- `{reason}`: {n}" in card
     assert "| facts | yes | 0.95 |" in card
     meta = yaml.safe_load(card.split("---")[1])
-    assert [c["config_name"] for c in meta["configs"]] == (["default"] if accepted else []) + ["rejected"]
+    configs = {c["config_name"]: [f["split"] for f in c["data_files"]] for c in meta["configs"]}
+    # with no accepted rows the default config holds only the rejected split (never dead letters as "train")
+    assert configs == {"default": ["train"] if accepted else ["rejected"], "rejected": ["train"]}
     datasets = pytest.importorskip("datasets")
     got = datasets.load_dataset(str(out), "rejected", split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert got.num_rows == len(rejected)
