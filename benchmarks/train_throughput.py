@@ -230,8 +230,6 @@ def agreement(size: str, device, quick: bool, batch: dict) -> dict:
     del ref
     ours.zero_grad(set_to_none=True)
     if layer == "mamba2" and "seq_idx" in gpu:
-        import os
-
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
             with record_paths() as packed_paths:
                 fast = SummedCausalLMLoss(ours, 4096)(gpu["input_ids"], gpu["targets"], gpu["seq_idx"])
@@ -346,7 +344,6 @@ def end_to_end(args, out: Path, rows: list[dict]) -> dict:
     """`paraphrase-pipe train` as a user runs it (a fresh process, the CLI, a real build's shards), 130M, the same
     micro-batch, global batch and compile setting as one of the benchmark's rows: steady tok/s from its
     metrics.jsonl, and its ratio to that row (target: within 5%)."""
-    import os
     import subprocess
 
     from paraphrase_pipe.train.metrics import read_metrics
@@ -421,7 +418,7 @@ def main() -> None:
     ap.add_argument("--profile", nargs="*", default=[], help="size/side/micro points, e.g. 130m/ref/32")
     ap.add_argument("--profile-rows", type=int, default=25)
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip what would start after this many seconds")
-    ap.add_argument("--e2e", help="a build output dir: also time train() (the CLI's code path) on it, 130m")
+    ap.add_argument("--e2e", help="a build output dir: also time `paraphrase-pipe train` (the CLI, a fresh process) on it, 130m")
     ap.add_argument("--e2e-tokenizer", default="builtin:gpt2")
     ap.add_argument("--e2e-micro", default="32")
     ap.add_argument("--e2e-compile", action="store_true")
