@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 NO_FILTERS = "filter_options: {" + ", ".join(f"{g}: {{enabled: false}}" for g in ("length", "lexical", "language", "semantic", "perplexity")) + "}\n"
 SHAPES = {  # hidden, intermediate, layers, heads, kv heads
+    "125m": (768, 3072, 12, 12, 12),
     "1.7b": (2048, 8192, 24, 32, 32),
     "8b": (4096, 14336, 32, 32, 8),
 }
@@ -52,6 +53,30 @@ def write_shape(where: Path, shape: str, tokenizer_dir: Path) -> Path:
     return where
 
 
+def write_corpus(root: Path, docs: int, per_file: int = 2048) -> Path:
+    """`docs` SlimPajama-format documents for a run longer than the bundled sample: document i is the sample's
+    document i mod 332 with its lines in a seeded random order, so every chunk (and every prompt) is new to the
+    prefix cache while lengths, sets and text stay the sample's."""
+    import random
+
+    import zstandard
+
+    from paraphrase_pipe.sources.files import SAMPLE_DIR
+
+    raw = zstandard.ZstdDecompressor().decompress((SAMPLE_DIR / "example_train_0.jsonl.zst").read_bytes(), max_output_size=1 << 30)
+    sample = [json.loads(line) for line in raw.decode().splitlines()]
+    root.mkdir(parents=True, exist_ok=True)
+    for start in range(0, docs, per_file):
+        lines = []
+        for i in range(start, min(start + per_file, docs)):
+            record = sample[i % len(sample)]
+            parts = record["text"].split("\n")
+            random.Random(i).shuffle(parts)
+            lines.append(json.dumps({"text": "\n".join(parts), "meta": record["meta"]}))
+        (root / f"part-{start // per_file:05d}.jsonl.zst").write_bytes(zstandard.ZstdCompressor(level=1).compress("\n".join(lines).encode() + b"\n"))
+    return root
+
+
 def engine_args(args) -> dict:
     kwargs = {"dtype": "float32" if args.cpu else "bfloat16", "max_num_seqs": args.max_num_seqs,
               "max_model_len": args.max_model_len, "seed": 0}
@@ -61,6 +86,12 @@ def engine_args(args) -> dict:
         kwargs["load_format"] = "dummy"
     if args.gpu_memory_utilization:
         kwargs["gpu_memory_utilization"] = args.gpu_memory_utilization
+    for item in args.vllm_arg:  # e.g. kv_cache_dtype=fp8: what it takes to get a figure, given to both sides
+        key, value = item.split("=", 1)
+        try:
+            kwargs[key] = json.loads(value)
+        except ValueError:
+            kwargs[key] = value
     return kwargs
 
 
@@ -73,7 +104,8 @@ def build_requests(args, work: Path) -> list[dict]:
 
     options = {"model": args.model, "endpoints": ["http://127.0.0.1:9"], "max_model_len": args.max_model_len,
                **({"max_tokens": args.max_tokens} if args.max_tokens else {})}
-    config = BuildConfig(chunk=args.chunk, tokenizer=args.tokenizer, limit=args.docs, engine="openai", engine_options=options)
+    config = BuildConfig(chunk=args.chunk, tokenizer=args.tokenizer, limit=args.docs or None, engine="openai", engine_options=options,
+                         **({"input": [str(args.input)]} if args.input else {}))
     payloads = requests_of_a_build(config, options)
     (work / "requests.json").write_text(json.dumps(payloads))
     return payloads
@@ -100,7 +132,7 @@ def direct_side(args) -> None:
 def run_direct(args, work: Path) -> dict:
     cmd = [sys.executable, __file__, "--side", "direct", "--requests", str(work / "requests.json"), "--model", args.model,
            "--max-num-seqs", str(args.max_num_seqs), "--max-model-len", str(args.max_model_len)]
-    cmd += ["--cpu"] * args.cpu + ["--dummy"] * args.dummy
+    cmd += ["--cpu"] * args.cpu + ["--dummy"] * args.dummy + [f"--vllm-arg={item}" for item in args.vllm_arg]
     if args.gpu_memory_utilization:
         cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -110,15 +142,16 @@ def run_direct(args, work: Path) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def run_build(args, work: Path, index: int) -> dict:
-    out = work / f"out-{index}"
-    recipe = work / "recipe.yaml"
+def build_flags(args, work: Path) -> list[str]:
+    """The options `build` and `plan` share: the same input, recipe, engine and engine arguments."""
     kwargs = engine_args(args)
-    extra = {k: kwargs.pop(k) for k in list(kwargs) if k in ("load_format", "enable_chunked_prefill", "distributed_executor_backend")}
-    cmd = [sys.executable, "-m", "paraphrase_pipe.cli", "build", "-o", str(out), "--recipe", str(recipe),
-           "--chunk", str(args.chunk), "--tokenizer", args.tokenizer, "--limit", str(args.docs), "--engine", "vllm",
+    extra = {k: kwargs.pop(k) for k in list(kwargs) if k in ("load_format", "enable_chunked_prefill", "distributed_executor_backend",
+                                                             *(item.split("=", 1)[0] for item in args.vllm_arg))}
+    cmd = ["--recipe", str(work / "recipe.yaml"), "--chunk", str(args.chunk), "--tokenizer", args.tokenizer, "--engine", "vllm",
            "--model", args.model, "--max-model-len", str(kwargs.pop("max_model_len")), "--workers", str(args.workers),
-           "--no-progress", "-E", "top_p=0.95"]
+           "-E", "top_p=0.95"]
+    cmd += ["--limit", str(args.docs)] if args.docs else []
+    cmd += ["--input", str(args.input)] if args.input else []
     kwargs.pop("seed")
     for key, value in kwargs.items():
         cmd += ["-E", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
@@ -127,15 +160,47 @@ def run_build(args, work: Path, index: int) -> dict:
     if args.cpu:
         cmd += ["-E", "num_gpus=0"]
     cmd += ["-E", "engine_args=" + json.dumps(extra)]
-    env = {**os.environ, **({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if args.cpu else {})}
+    return cmd
+
+
+def cli(*command: str, cpu: bool) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if cpu else {})}
+    return subprocess.run([sys.executable, "-m", "paraphrase_pipe.cli", *command], capture_output=True, text=True, cwd=REPO, env=env)
+
+
+def run_build(args, work: Path, index: int) -> dict:
+    """One whole build in a fresh process; its manifest's engine window, start-up and wall clock."""
+    out = work / f"out-{index}"
     started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    done = cli("build", "-o", str(out), "--no-progress", *build_flags(args, work), cpu=args.cpu)
     wall = time.perf_counter() - started
     if done.returncode:
         sys.exit(f"build failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
     run = json.loads((out / "manifest.json").read_text())["runs"][-1]
     shutil.rmtree(out, ignore_errors=True)
-    return {**run["engine_window"], "wall_s": wall, "end_to_end_tok_s": run["engine_window"]["output_tokens"] / wall}
+    window = run["engine_window"]
+    after_start = wall - window.get("start_s", 0.0)
+    return {**window, "wall_s": wall, "chunks": run.get("chunks"),
+            "end_to_end_tok_s": window["output_tokens"] / wall, "after_start_tok_s": window["output_tokens"] / after_start}
+
+
+def run_plan(args, work: Path) -> dict:
+    """`paraphrase-pipe plan` with the build's own options, in a fresh process (its own engine)."""
+    started = time.perf_counter()
+    done = cli("plan", "--json", "--sample-chunks", str(args.plan_chunks), "--sample-docs", str(args.plan_docs),
+               *build_flags(args, work), cpu=args.cpu)
+    if done.returncode:
+        sys.exit(f"plan failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+    text = done.stdout[done.stdout.rindex("\n{\n") + 1:] if not done.stdout.startswith("{") else done.stdout  # after vLLM's log
+    return {**json.loads(text), "plan_wall_s": time.perf_counter() - started}
+
+
+def plan_check(planned: dict, build: dict) -> str:
+    """plan's projection over the build it projected: chunks, output tokens, wall time (target within +-20%)."""
+    pairs = {"chunks": (planned["chunks"], build["chunks"]), "output tokens": (planned["output_tokens"], build["output_tokens"]),
+             "wall s": (planned["wall_hours"] * 3600, build["wall_s"])}
+    return "plan / build: " + ", ".join(f"{name} {p:,.0f} / {b:,.0f} = {p / b:.2f}" for name, (p, b) in pairs.items()) + \
+        f" (plan took {planned['plan_wall_s']:.0f} s on {planned['sample_chunks']} chunks)"
 
 
 def main() -> None:
@@ -154,8 +219,15 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--gpu-memory-utilization", type=float)
+    parser.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="another vLLM engine argument for both sides (e.g. kv_cache_dtype=fp8); repeatable")
     parser.add_argument("--workers", type=int, default=8, help="the build's CPU workers")
-    parser.add_argument("--docs-per-task", type=int, default=32, help="the build's task size (many task boundaries)")
+    parser.add_argument("--docs-per-task", type=int, default=32, help="the build's task size (many task boundaries; 0: the build's default)")
+    parser.add_argument("--corpus-docs", type=int, default=0, help="build on this many documents made from the sample "
+                        "(its lines reshuffled per document: new prompts, the sample's lengths) instead of the sample")
+    parser.add_argument("--plan", action="store_true", help="also run `plan` with the same options and compare it with the build")
+    parser.add_argument("--plan-chunks", type=int, default=512, help="plan's --sample-chunks (at least the engine's batch)")
+    parser.add_argument("--plan-docs", type=int, default=64, help="plan's --sample-docs")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--build-only", action="store_true", help="per-GPU throughput of the build alone (no direct side)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -166,16 +238,19 @@ def main() -> None:
         return direct_side(args)
 
     work = Path(tempfile.mkdtemp(prefix="saturation-inprocess-"))
-    (work / "recipe.yaml").write_text(NO_FILTERS + f"docs_per_task: {args.docs_per_task}\n")
+    (work / "recipe.yaml").write_text(NO_FILTERS + (f"docs_per_task: {args.docs_per_task}\n" if args.docs_per_task else ""))
+    args.input = write_corpus(work / "corpus", args.corpus_docs) if args.corpus_docs else None
     if args.shape:
         args.model = str(write_shape(work / f"llama-{args.shape}", args.shape, args.model_tokenizer_dir))
     elif args.model is None:
         from tests.engines.tiny_llm import build_tiny_llm
 
         args.model = str(build_tiny_llm(work / "tiny-llm"))
-    payloads = build_requests(args, work)
-    rounds = []
+    rounds, planned = [], None
     try:
+        payloads = build_requests(args, work) if not args.build_only else None
+        if args.plan:
+            planned = run_plan(args, work)
         for index in range(args.rounds):
             order = ("direct", "build") if index % 2 == 0 else ("build", "direct")
             order = ("build",) if args.build_only else order
@@ -183,11 +258,13 @@ def main() -> None:
             rounds.append(got)
             b = got["build"]
             if args.build_only:
-                print(f"round {index + 1}: build {b['output_tokens']:,} tok in {b['window_s']:.1f} s = {b['output_tok_s']:,.0f} "
-                      f"tok/s over the generation window = {1e9 / b['output_tok_s'] / 3600:,.1f} GPU-hours per billion output "
-                      f"tokens; in flight {b['mean_in_flight']:.0f} (vLLM's counter {b['engine_counter']['mean_in_flight']:.0f}, "
-                      f"full {b['engine_counter']['full_fraction']:.0%}, max_num_seqs {b['full_at']}); whole build "
-                      f"{b['wall_s']:.1f} s = {b['end_to_end_tok_s']:,.0f} tok/s", flush=True)
+                print(f"round {index + 1}: build {b['requests']:,} requests, {b['output_tokens']:,} tok in {b['window_s']:.1f} s "
+                      f"= {b['output_tok_s']:,.0f} tok/s over the generation window = {1e9 / b['output_tok_s'] / 3600:,.1f} "
+                      f"GPU-hours per billion output tokens; in flight {b['mean_in_flight']:.0f} (vLLM's counter "
+                      f"{b['engine_counter']['mean_in_flight']:.0f}, full {b['engine_counter']['full_fraction']:.0%}, max_num_seqs "
+                      f"{b['full_at']}); whole build {b['wall_s']:.1f} s = {b['end_to_end_tok_s']:,.0f} tok/s "
+                      f"({b['end_to_end_tok_s'] / b['output_tok_s']:.3f} x the window); engine start {b.get('start_s', 0):.1f} s, "
+                      f"after it {b['after_start_tok_s']:,.0f} tok/s ({b['after_start_tok_s'] / b['output_tok_s']:.3f} x)", flush=True)
                 continue
             d = got["direct"]
             print(f"round {index + 1} ({' then '.join(order)}): direct {d['output_tokens']:,} tok in {d['window_s']:.1f} s = "
@@ -199,10 +276,12 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mean = lambda side, key: sum(r[side][key] for r in rounds) / len(rounds)  # noqa: E731
+    if planned:
+        print(plan_check(planned, rounds[0]["build"]), flush=True)
     if args.build_only:
         if args.json:
-            args.json.write_text(json.dumps({"requests": len(payloads), "chunk": args.chunk, "rounds": rounds,
-                                             "model": args.shape or args.model}, indent=2))
+            args.json.write_text(json.dumps({"requests": rounds[0]["build"]["requests"], "chunk": args.chunk, "rounds": rounds,
+                                             "plan": planned, "model": args.shape or args.model}, indent=2))
         return
     ratio = mean("build", "output_tok_s") / mean("direct", "output_tok_s")
     print(f"{len(payloads)} requests, chunk {args.chunk}, max_num_seqs {args.max_num_seqs}: direct "
@@ -210,7 +289,8 @@ def main() -> None:
           f"= {ratio:.3f} x direct (mean of {len(rounds)} rounds, target >= 0.95)")
     if args.json:
         args.json.write_text(json.dumps({"requests": len(payloads), "chunk": args.chunk, "max_num_seqs": args.max_num_seqs,
-                                         "ratio": round(ratio, 3), "rounds": rounds, "model": args.shape or args.model}, indent=2))
+                                         "ratio": round(ratio, 3), "rounds": rounds, "plan": planned,
+                                         "model": args.shape or args.model}, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@
 #   serve-1.7b           build --serve vs a bare client
 #   inproc-8b-2048       per-GPU throughput of build --engine vllm, 8B shape, chunk 2048, the recipe's real prompt
 #   inproc-1.7b-2048     the same at 1.7B
+#   scale-125m           100k+ requests end to end (a 125M shape, chunk 128, 64 new tokens: ~1,000 requests/s, the
+#                        pipeline's hardest case), engine start and the whole-build rate vs the window; `plan` vs it
+#   steady-8b-2048 / steady-1.7b-2048   per-GPU rate at chunk 2048 on a corpus of STEADY_DOCS documents (several
+#                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8
 # DOCS (documents of the bundled sample), MAX_NUM_SEQS, ROUNDS override the defaults.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +63,15 @@ EOF
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation_inprocess.py --shape "$shape" --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 2048 --max-model-len 8192 --max-num-seqs "${MAX_NUM_SEQS:-256}" --rounds "${ROUNDS:-2}" \
         --workers 12 --docs "${DOCS:-120}" --build-only --json "$OUT/$section.json" ;;
+    scale-125m)
+      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SCALE_TIMEOUT:-400}" python3 benchmarks/engine_saturation_inprocess.py --shape 125m --dummy \
+        --model-tokenizer-dir .gpu2/tok --chunk 128 --max-tokens 64 --max-model-len 1024 --max-num-seqs 1024 --corpus-docs "${SCALE_DOCS:-9600}" \
+        --docs 0 --docs-per-task 0 --workers 14 --build-only --rounds 1 --plan --plan-chunks 2048 --plan-docs 256 --json "$OUT/$section.json" ;;
+    steady-8b-2048|steady-1.7b-2048)
+      shape=${section#steady-}; shape=${shape%-2048}; kv=(); [ -n "${KV:-}" ] && kv=(--vllm-arg "kv_cache_dtype=$KV")
+      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${STEADY_TIMEOUT:-330}" python3 benchmarks/engine_saturation_inprocess.py --shape "$shape" --dummy \
+        --model-tokenizer-dir .gpu2/tok --chunk 2048 --max-model-len 8192 --max-num-seqs "${MAX_NUM_SEQS:-256}" --corpus-docs "${STEADY_DOCS:-700}" \
+        --docs 0 --docs-per-task 0 --workers 14 --build-only --rounds 1 "${kv[@]}" --json "$OUT/$section${KV:+-$KV}.json" ;;
     openai-1.7b|serve-1.7b)
       engine=openai; [ "$section" = serve-1.7b ] && engine=vllm-serve
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation.py --engine $engine --gpu --shape 1.7b \

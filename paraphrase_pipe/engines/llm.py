@@ -173,6 +173,7 @@ class LLMEngine:
         self._opening = threading.Lock()
         self._in_flight = InFlight()
         self._callers: ThreadPoolExecutor | None = None
+        self._start_s: float | None = None  # how long opening took (model load, compile, server start)
 
     # ---- the seam --------------------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -211,8 +212,9 @@ class LLMEngine:
         return in_flight_target(self.options.in_flight, batch)
 
     def stats(self) -> dict[str, Any]:
-        """Generation-window figures of this engine (see InFlight); recorded in the manifest's run statistics."""
-        return {"engine": self.name, "target_in_flight": self.target_in_flight(), **self._in_flight.stats()}
+        """Start-up seconds and generation-window figures of this engine (see InFlight), for the manifest's run record."""
+        start = {"start_s": round(self._start_s, 3)} if self._start_s is not None else {}
+        return {"engine": self.name, "target_in_flight": self.target_in_flight(), **start, **self._in_flight.stats()}
 
     def _generate_counted(self, chunks: list[dict[str, Any]], on_answer: OnAnswer | None = None) -> list[Generation]:
         """Every chunk was counted in flight by the caller; each is finished exactly once here, whatever happens."""
@@ -291,10 +293,12 @@ class LLMEngine:
         with self._opening:
             if self._renderer is not None:
                 return
+            started = time.perf_counter()
             renderer = self._make_renderer()
             if self.workdir is not None:
                 self._cache = RequestCache(self.workdir / CACHE_DIR)
             self._start()
+            self._start_s = time.perf_counter() - started
             self._renderer = renderer  # last: marks the engine open for other threads
 
     def _request(self, chunk: dict[str, Any], identity: dict) -> tuple[Request | None, Generation | None]:

@@ -3,9 +3,10 @@
 `none` runs whole tasks inside each worker. Any LLM engine (vLLM in-process on the local GPU, or one HTTP client
 for the servers) runs once, in this process, and is fed continuously: CPU workers read/chunk ahead of it and
 filter/write behind it, and the feeder keeps `engine.target_in_flight()` chunks handed in — refilled as answers
-arrive, several tasks per call when tasks are small — so the engine never waits for a task to finish or start.
-Each call's answers are split back into whole tasks before filter/write, so the shards do not depend on how the
-engine was fed (a resumed build writes the same bytes).
+arrive, in calls cut at any row, whatever the task size — so the engine never waits for a task to finish or start
+and never holds much more than its target. Answers are put back together into whole tasks, in the task's own row
+order, before filter/write, so the shards do not depend on how the engine was fed (a resumed build writes the
+same bytes).
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from paraphrase_pipe.executors import RESUME_HINT, WorkerLostError
 from paraphrase_pipe.pipeline import Pipeline
+from paraphrase_pipe.schema import RANGE_COLUMN, RANGE_ROWS_COLUMN
 from paraphrase_pipe.sources import Task
 
 _state: dict = {}
@@ -83,6 +86,8 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
     fronts: set[Future] = set()
     middles: set[Future] = set()
     backs: set[Future] = set()
+    tasks_back = _Reassembly()
+    places: dict[Future, dict[str, int]] = {}  # call -> where each of its task pieces sits in its task
     read_rows, read_tasks = 0, 0  # how many rows a task yields, on average so far
     try:
         while todo or fronts or ready or middles or backs:
@@ -94,10 +99,12 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
                 fronts.add(pool.submit(_front, todo.popleft()))
                 waiting += rows_per_task
             room = target - engine.in_flight()
-            # refill in one batch per quarter of the target (or whatever is left at the end): few, large calls
-            if ready and (room >= max(target // 4, 1) or not (todo or fronts)):
-                batch = _take(ready, max(room, 1))
-                middles.add(pipeline.submit_middle(batch, engine))
+            # refill in calls of at least a quarter of the target (any room once nothing is left to read): few, large calls
+            if ready and (room >= max(target // 4, 1) or (room > 0 and not (todo or fronts))):
+                batch = _take(ready, room)
+                future = pipeline.submit_middle(batch, engine)
+                places[future] = tasks_back.send(batch)
+                middles.add(future)
                 continue
             done, _ = wait(fronts | middles | backs, timeout=POLL_S, return_when=FIRST_COMPLETED)
             for future in done:
@@ -109,7 +116,7 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
                         ready.append(rows)
                 elif future in middles:
                     middles.discard(future)
-                    for task_rows in pipeline.per_task(future.result()):
+                    for task_rows in tasks_back.add(pipeline.per_task(future.result()), places.pop(future)):
                         backs.add(pool.submit(_back, task_rows, generation))
                 else:
                     backs.discard(future)
@@ -121,11 +128,43 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
 
 
 def _take(ready: deque[pa.Table], rows: int) -> pa.Table:
-    """Whole tasks from the front of the queue until about `rows` rows (at least one task; a task is never split,
-    so its answers come back together)."""
+    """The first `rows` rows waiting (or all of them), cut at any row: the rest of a task stays at the front."""
     taken, count = [], 0
     while ready and count < rows:
         table = ready.popleft()
+        if count + table.num_rows > rows:
+            table, rest = table.slice(0, rows - count), table.slice(rows - count)
+            ready.appendleft(rest)
         taken.append(table)
         count += table.num_rows
     return pa.concat_tables(taken) if len(taken) > 1 else taken[0]
+
+
+class _Reassembly:
+    """Answered pieces of tasks -> whole tasks. A task's pieces are sent in order but their calls may finish out of
+    order, so each piece keeps its place: how many of the task's rows were sent before it."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}  # task range -> its rows sent so far
+        self.pieces: dict[str, list[tuple[int, pa.Table]]] = {}
+
+    def send(self, batch: pa.Table) -> dict[str, int]:
+        """The place of each task piece in a call (a call holds one contiguous piece per task)."""
+        places = {}
+        for key, rows in zip(*pc.value_counts(batch[RANGE_COLUMN]).flatten()):
+            key, rows = key.as_py(), rows.as_py()
+            places[key] = self.sent.get(key, 0)
+            self.sent[key] = places[key] + rows
+        return places
+
+    def add(self, answered: list[pa.Table], places: dict[str, int]) -> list[pa.Table]:
+        """The answered pieces of one call (one table per task, `Pipeline.per_task`); returns the tasks now whole."""
+        whole = []
+        for piece in answered:
+            key, total = piece[RANGE_COLUMN][0].as_py(), piece[RANGE_ROWS_COLUMN][0].as_py()
+            parts = self.pieces.setdefault(key, [])
+            parts.append((places[key], piece))
+            if sum(p.num_rows for _, p in parts) == total:
+                del self.pieces[key], self.sent[key]
+                whole.append(pa.concat_tables([p for _, p in sorted(parts, key=lambda part: part[0])]))
+        return whole

@@ -1,4 +1,4 @@
-"""The feeder's pieces that need no engine: request accounting, batch cutting, the clients' shared budget.
+"""The feeder's pieces that need no engine: request accounting, cutting calls and putting tasks back together, the clients' shared budget.
 (The feeder itself runs against the real CPU vLLM engine in test_vllm_inprocess.py.)"""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pyarrow as pa
 
 from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.engines.llm import InFlight
-from paraphrase_pipe.executors.local import _take
+from paraphrase_pipe.executors.local import _Reassembly, _take
 from paraphrase_pipe.pipeline import Pipeline
-from paraphrase_pipe.schema import RANGE_COLUMN
+from paraphrase_pipe.schema import RANGE_COLUMN, RANGE_ROWS_COLUMN
 
 
 def test_in_flight_window_starts_when_requests_reach_the_backend():
@@ -31,13 +31,22 @@ def test_in_flight_window_starts_when_requests_reach_the_backend():
     assert stats["full_fraction"] > 0.95  # never below full_at=2 inside the window
 
 
-def test_take_joins_whole_tasks_and_per_task_splits_them_back():
-    tasks = [pa.table({"i": list(range(a, b)), RANGE_COLUMN: [f"r{a}"] * (b - a)}) for a, b in ((0, 3), (3, 8), (8, 9))]
-    ready = deque(tasks)
-    first = _take(ready, 4)  # a task is never split: 3 + 5 rows
-    second = _take(ready, 100)
-    assert first["i"].to_pylist() == list(range(8)) and second["i"].to_pylist() == [8] and not ready
-    assert [t.to_pylist() for t in Pipeline.per_task(first)] == [t.to_pylist() for t in tasks[:2]]
+def test_calls_cut_tasks_at_any_row_and_answers_come_back_as_whole_tasks_in_order():
+    sizes = ((0, 3), (3, 8), (8, 9))
+    tasks = [pa.table({"i": list(range(a, b)), RANGE_COLUMN: [f"r{a}"] * (b - a), RANGE_ROWS_COLUMN: [b - a] * (b - a)})
+             for a, b in sizes]
+    ready, again = deque(tasks), _Reassembly()
+    calls = []
+    for rows in (4, 2, 100):  # the engine's room: cuts inside the second task, twice
+        batch = _take(ready, rows)
+        calls.append((batch, again.send(batch)))
+    assert [b.num_rows for b, _ in calls] == [4, 2, 3] and not ready
+    assert calls[1][1] == {"r3": 1} and calls[2][1] == {"r3": 3, "r8": 0}
+    whole = []
+    for batch, places in reversed(calls):  # calls finish out of order
+        whole += again.add(Pipeline.per_task(batch), places)
+    assert sorted((t.to_pylist() for t in whole), key=lambda t: t[0]["i"]) == [t.to_pylist() for t in tasks]
+    assert not again.pieces and not again.sent
 
 
 def test_http_clients_in_workers_split_the_build_budget():
