@@ -55,7 +55,7 @@ EOF
       PYTHONPATH=/tmp/pyd:$PWD timeout 240 python3 benchmarks/filter_throughput.py --device cuda --gates semantic --embedding-model /tmp/minilm \
         --chunk 512 2048 --rows 512 --repeats 3 2>&1 | grep -v Warning | tee "$OUT/filters.md" ;;
     inproc-1.7b)
-      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation_inprocess.py --shape 1.7b --dummy \
+      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${INPROC_TIMEOUT:-420}" python3 benchmarks/engine_saturation_inprocess.py --shape 1.7b --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --max-num-seqs 256 --rounds 2 --workers 12 \
         --json "$OUT/inproc-1.7b.json" ;;
     inproc-1.7b-2048|inproc-8b-2048)
@@ -74,7 +74,7 @@ EOF
         --docs 0 --docs-per-task 0 --workers 14 --build-only --rounds 1 "${kv[@]}" --json "$OUT/$section${KV:+-$KV}.json" ;;
     openai-1.7b|serve-1.7b)
       engine=openai; [ "$section" = serve-1.7b ] && engine=vllm-serve
-      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation.py --engine $engine --gpu --shape 1.7b \
+      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SERVE_TIMEOUT:-420}" python3 benchmarks/engine_saturation.py --engine $engine --gpu --shape 1.7b \
         --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --docs-per-task 32 --max-tokens 0 --max-model-len 4096 \
         --max-num-seqs 256 --concurrency 512 --workers 12 --top-p 0.95 --repeat 2 --json "$OUT/$section.json" ;;
     *) echo "unknown section $section" >&2 ;;
