@@ -42,7 +42,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-NO_FILTERS = "filter_options: {" + ", ".join(f"{g}: {{enabled: false}}" for g in ("length", "lexical", "language", "semantic", "perplexity")) + "}\n"
+from paraphrase_pipe.filters import FilterOptions  # noqa: E402
+
+NO_FILTERS = "filter_options: {" + ", ".join(f"{g}: {{enabled: false}}" for g in FilterOptions.model_fields) + "}\n"  # every gate
 
 
 class Counter:

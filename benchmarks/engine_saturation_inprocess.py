@@ -31,7 +31,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-NO_FILTERS = "filter_options: {" + ", ".join(f"{g}: {{enabled: false}}" for g in ("length", "lexical", "language", "semantic", "perplexity")) + "}\n"
 SHAPES = {  # hidden, intermediate, layers, heads, kv heads
     "125m": (768, 3072, 12, 12, 12),
     "1.7b": (2048, 8192, 24, 32, 32),
@@ -236,6 +235,9 @@ def main() -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     if args.side == "direct":
         return direct_side(args)
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from engine_saturation import NO_FILTERS
 
     work = Path(tempfile.mkdtemp(prefix="saturation-inprocess-"))
     (work / "recipe.yaml").write_text(NO_FILTERS + (f"docs_per_task: {args.docs_per_task}\n" if args.docs_per_task else ""))
