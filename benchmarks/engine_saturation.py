@@ -113,8 +113,7 @@ def requests_of_a_build(config, engine_options: dict) -> list[dict]:
     engine = create_engine("openai", engine_options)
     engine._open()
     o, identity, payloads = engine.options, engine.identity(), []
-    for chunk in chunks:
-        request, overflow = engine._request(chunk, identity)
+    for request, _ in engine._requests(chunks, identity):
         if request:
             payloads.append({"model": o.model, "prompt": request.prompt, "max_tokens": request.max_tokens,
                              "temperature": o.temperature, "top_p": o.top_p, "seed": request.seed})

@@ -107,15 +107,18 @@ class Pipeline:
 
     @staticmethod
     def per_task(rows: pa.Table) -> list[pa.Table]:
-        """A middle() result of several whole tasks, split back into one table per task, each in the order
-        middle() gives a task alone — so back() writes the same shards however a feeder batched the engine."""
+        """A middle() result of several tasks (or pieces of them), split back into one table per task, each in its
+        own row order (middle() keeps the order) — so back() writes the same shards however a feeder cut the calls."""
         ranges = rows[RANGE_COLUMN].unique().to_pylist()
         if len(ranges) <= 1:
             return [rows]
         return [rows.filter(pc.equal(rows[RANGE_COLUMN], r)) for r in ranges]
 
     def back(self, rows: pa.Table, generation: dict) -> list[dict]:
+        """Filter, compose and commit one whole task. Its rows arrive in one piece or several (a feeder cuts calls
+        anywhere); one contiguous table first, so the shards' bytes depend on the rows alone."""
         c, tokenizer = self.config, load_tokenizer(self.config.tokenizer)
+        rows = rows.combine_chunks()
         if c.engine != "none":  # the gates compare a paraphrase with its source; `none` makes no paraphrase
             rows = filter_rows(rows, c.filter_options, tokenizer)
         rows = compose_rows(rows, generation, layout=c.layout, tokenizer=tokenizer, mix=c.mix, seed=c.seed, options=c.compose_options)

@@ -97,11 +97,17 @@ def split_live(rows: pa.Table) -> tuple[list[dict], pa.Table]:
     return rows.filter(live_mask).to_pylist(), rows.filter(pc.invert(live_mask))
 
 
-def rejoin(live: list[dict], rest: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The untouched rows, then the updated live rows (typed by `schema`), both in ROW_SCHEMA order; a column only
-    one side has (a stage's new one) is null on the other."""
+def rejoin(live: list[dict], rest: pa.Table, schema: pa.Schema, rows: pa.Table) -> pa.Table:
+    """`rows` (the table split_live split) back in their own order, the live ones updated (typed by `schema`), in
+    ROW_SCHEMA column order; a column only one side has (a stage's new one) is null on the other. Keeping the order
+    makes a stage row-wise: cut a table anywhere, run the stage on the pieces, join them, and it is the same table."""
     done = conform(pa.Table.from_pylist(live, schema=schema), ROW_SCHEMA)
-    return pa.concat_tables([conform(rest, ROW_SCHEMA), done], promote_options="default")
+    joined = pa.concat_tables([conform(rest, ROW_SCHEMA), done], promote_options="default")
+    if not len(rest) or not live:
+        return joined
+    live_mask = pc.is_null(rows["reject_reason"]).combine_chunks()
+    source_row = pa.concat_arrays([pc.indices_nonzero(pc.invert(live_mask)), pc.indices_nonzero(live_mask)])
+    return joined.take(pc.sort_indices(source_row))
 
 
 def row_key(table: pa.Table) -> pa.ChunkedArray:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -240,8 +240,7 @@ class LLMEngine:
             identity = self.identity()
             answers: dict[int, Generation] = {}
             requests: dict[int, Request] = {}
-            for i, chunk in enumerate(chunks):
-                request, overflow = self._request(chunk, identity)
+            for i, (request, overflow) in enumerate(self._requests(chunks, identity)):
                 if overflow:
                     answers[i] = overflow
                     answer(i, None)
@@ -301,20 +300,25 @@ class LLMEngine:
             self._start_s = time.perf_counter() - started
             self._renderer = renderer  # last: marks the engine open for other threads
 
-    def _request(self, chunk: dict[str, Any], identity: dict) -> tuple[Request | None, Generation | None]:
+    def _requests(self, chunks: list[dict[str, Any]], identity: dict) -> list[tuple[Request | None, Generation | None]]:
+        """Per chunk: its request, or the dead-letter answer of a prompt that cannot fit the context."""
         o = self.options
-        prompt = self._renderer.render(chunk["original"])
-        budget = max_new_tokens(self._renderer.count(chunk["original"]), o.max_tokens_ratio, o.max_tokens_margin, o.max_tokens)
-        if self.max_model_len and len(prompt) + budget > self.max_model_len:
-            detail = f"prompt {len(prompt)} + max_tokens {budget} tokens > max_model_len {self.max_model_len}"
-            return None, Generation(None, prompt_tokens=len(prompt), provenance=self._provenance(None, None, budget),
-                                    error="context_overflow", error_detail=detail)
-        key = stable_hash(chunk["chunk_id"], identity)
-        return Request(key, prompt, budget, request_seed(o.seed, chunk["chunk_id"])), None
+        texts = [chunk["original"] for chunk in chunks]
+        made = []
+        for chunk, prompt, source in zip(chunks, self._renderer.render_many(texts), self._renderer.count_many(texts)):
+            budget = max_new_tokens(source, o.max_tokens_ratio, o.max_tokens_margin, o.max_tokens)
+            if self.max_model_len and len(prompt) + budget > self.max_model_len:
+                detail = f"prompt {len(prompt)} + max_tokens {budget} tokens > max_model_len {self.max_model_len}"
+                made.append((None, Generation(None, prompt_tokens=len(prompt), provenance=self._provenance(None, None, budget),
+                                              error="context_overflow", error_detail=detail)))
+            else:
+                key = stable_hash(chunk["chunk_id"], identity)
+                made.append((Request(key, prompt, budget, request_seed(o.seed, chunk["chunk_id"])), None))
+        return made
 
     def _remember(self, request: Request, completion: Completion) -> None:
         if self._cache and completion.error is None:
-            self._cache.put(request.key, asdict(completion))
+            self._cache.put(request.key, dict(vars(completion)))  # flat fields: no deep-copying asdict per answer
 
     def _provenance(self, request: Request | None, completion: Completion | None, max_tokens: int) -> dict[str, Any]:
         o = self.options

@@ -321,6 +321,12 @@ class ServedRenderer(PromptRenderer):
     def count(self, text: str) -> int:
         return len(self._tokenize({"prompt": text}))
 
+    def render_many(self, texts: list[str]) -> list[list[int]]:
+        return [self.render(text) for text in texts]
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        return [self.count(text) for text in texts]
+
     def unavailable(self) -> str | None:
         """Why this server cannot render prompts (None: it can)."""
         try:

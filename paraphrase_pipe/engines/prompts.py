@@ -112,8 +112,19 @@ class PromptRenderer:
             return self.tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=False)
 
     def render(self, text: str) -> list[int]:
-        # The chat template already spells out BOS and friends as text: do not add them twice.
-        return self.tokenizer.encode(self.render_text(text), add_special_tokens=False)
+        return self.render_many([text])[0]
 
     def count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        return self.count_many([text])[0]
+
+    def render_many(self, texts: list[str]) -> list[list[int]]:
+        """Prompt ids of many chunks in one batch call (the Rust tokenizer encodes them in parallel, off the GIL: the
+        driver renders for an engine that answers a thousand requests a second). The chat template already spells
+        out BOS and friends as text: do not add them twice."""
+        return self._encode([self.render_text(text) for text in texts])
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self._encode(texts)]
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []

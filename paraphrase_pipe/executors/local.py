@@ -99,8 +99,8 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
                 fronts.add(pool.submit(_front, todo.popleft()))
                 waiting += rows_per_task
             room = target - engine.in_flight()
-            # refill in calls of at least a quarter of the target (any room once nothing is left to read): few, large calls
-            if ready and (room >= max(target // 4, 1) or (room > 0 and not (todo or fronts))):
+            # refill in calls of at least a quarter of the target, or the last rows once they all fit: few, large calls
+            if ready and (room >= max(target // 4, 1) or (not (todo or fronts) and room >= sum(t.num_rows for t in ready))):
                 batch = _take(ready, room)
                 future = pipeline.submit_middle(batch, engine)
                 places[future] = tasks_back.send(batch)
@@ -146,6 +146,7 @@ class _Reassembly:
 
     def __init__(self) -> None:
         self.sent: dict[str, int] = {}  # task range -> its rows sent so far
+        self.answered: dict[str, int] = {}  # task range -> its rows answered so far
         self.pieces: dict[str, list[tuple[int, pa.Table]]] = {}
 
     def send(self, batch: pa.Table) -> dict[str, int]:
@@ -162,9 +163,10 @@ class _Reassembly:
         whole = []
         for piece in answered:
             key, total = piece[RANGE_COLUMN][0].as_py(), piece[RANGE_ROWS_COLUMN][0].as_py()
-            parts = self.pieces.setdefault(key, [])
-            parts.append((places[key], piece))
-            if sum(p.num_rows for _, p in parts) == total:
-                del self.pieces[key], self.sent[key]
-                whole.append(pa.concat_tables([p for _, p in sorted(parts, key=lambda part: part[0])]))
+            self.pieces.setdefault(key, []).append((places[key], piece))
+            self.answered[key] = self.answered.get(key, 0) + piece.num_rows
+            if self.answered[key] == total:
+                parts = sorted(self.pieces.pop(key), key=lambda part: part[0])
+                del self.sent[key], self.answered[key]
+                whole.append(pa.concat_tables([p for _, p in parts], promote_options="default") if len(parts) > 1 else parts[0][1])
         return whole

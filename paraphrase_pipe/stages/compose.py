@@ -71,4 +71,4 @@ def compose_rows(rows: pa.Table, generation: dict, *, layout: Layout, tokenizer:
         else:
             row["text_tokens"] = row["n_tokens"] if row["layout"] == "orig" else counts[id(row)]
     schema = rows.schema.append(pa.field("text_tokens", pa.int32())) if "text_tokens" not in rows.column_names else rows.schema
-    return rejoin(live, rest, schema)
+    return rejoin(live, rest, schema, rows)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from paraphrase_pipe.engines.base import Engine
-from paraphrase_pipe.schema import LATENCY_COLUMN, rejoin, split_live
+from paraphrase_pipe.schema import LATENCY_COLUMN, ROW_SCHEMA, conform, rejoin, split_live
 
 
 Reporter = Callable[[pa.Table, list[dict]], object]  # (rows, live chunks) -> has .answered(i, n) and .finish(gens)
@@ -60,8 +60,10 @@ def _batch_work(report: Reporter | None, rows: pa.Table, live: list[dict], engin
 
 
 def _without_answers(rows: pa.Table) -> pa.Table:
-    """Every batch leaves with the same columns (executors may concatenate them)."""
-    return rows if LATENCY_COLUMN in rows.column_names else rows.append_column(LATENCY_COLUMN, pa.nulls(len(rows), pa.float64()))
+    """Every batch leaves with the same columns in the same order (executors concatenate them)."""
+    if LATENCY_COLUMN not in rows.column_names:
+        rows = rows.append_column(LATENCY_COLUMN, pa.nulls(len(rows), pa.float64()))
+    return conform(rows, ROW_SCHEMA)
 
 
 def _with_answers(rows: pa.Table, live: list[dict], rest, generations, engine) -> pa.Table:
@@ -80,4 +82,4 @@ def _with_answers(rows: pa.Table, live: list[dict], rest, generations, engine) -
         if gen.error:
             row.update(reject_stage="paraphrase", reject_reason=gen.error, reject_detail=gen.error_detail)
     schema = rows.schema if LATENCY_COLUMN in rows.column_names else rows.schema.append(pa.field(LATENCY_COLUMN, pa.float64()))
-    return rejoin(live, rest, schema)
+    return rejoin(live, rest, schema, rows)

@@ -6,6 +6,7 @@ import time
 from collections import deque
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from paraphrase_pipe.config import BuildConfig
 from paraphrase_pipe.engines.llm import InFlight
@@ -46,7 +47,7 @@ def test_calls_cut_tasks_at_any_row_and_answers_come_back_as_whole_tasks_in_orde
     for batch, places in reversed(calls):  # calls finish out of order
         whole += again.add(Pipeline.per_task(batch), places)
     assert sorted((t.to_pylist() for t in whole), key=lambda t: t[0]["i"]) == [t.to_pylist() for t in tasks]
-    assert not again.pieces and not again.sent
+    assert not again.pieces and not again.sent and not again.answered
 
 
 def test_http_clients_in_workers_split_the_build_budget():
@@ -56,3 +57,40 @@ def test_http_clients_in_workers_split_the_build_budget():
     default = BuildConfig(engine="openai", engine_options={"model": "m", "endpoints": ["http://127.0.0.1:9"]})
     assert Pipeline(default).sharing_clients(4).config.engine_options["concurrency"] == 128  # 512 / 4
     assert Pipeline(BuildConfig()).sharing_clients(4).config == BuildConfig()  # `none` has no budget
+
+
+def test_stages_are_row_wise_so_a_task_cut_anywhere_joins_back_to_the_same_table(tmp_path):
+    """The feeder cuts a task's rows across engine calls: every stage keeps the rows' order and columns, so the
+    pieces' results joined are the task's own result — with rows rejected before a stage (a set excluded, and
+    answers the engine refused, which sit between live rows when compose runs)."""
+    from paraphrase_pipe.sources import discover, plan_tasks
+    from paraphrase_pipe.stages.compose import compose_rows
+    from paraphrase_pipe.stages.paraphrase import paraphrase_rows
+    from paraphrase_pipe.tokenizer import load_tokenizer
+
+    config = BuildConfig(chunk=128, tokenizer="builtin:gpt2", limit=12, sets=["-RedPajamaWikipedia"], output=str(tmp_path))
+    pipeline = Pipeline(config)
+    rows = pipeline.front(plan_tasks(discover(config.input), config)[0])
+    assert 0 < pc.sum(pc.is_valid(rows["reject_reason"])).as_py() < len(rows)  # both kinds, interleaved
+    tokenizer = load_tokenizer(config.tokenizer)
+    stages = {"paraphrase": lambda t: paraphrase_rows(t, _Echo()),
+              "compose": lambda t: compose_rows(paraphrase_rows(t, _Echo()), {}, layout="orig+para", tokenizer=tokenizer)}
+    for name, stage in stages.items():
+        whole = stage(rows)
+        cuts = (0, 5, 6, 23, len(rows))
+        joined = pa.concat_tables([stage(rows.slice(a, b - a)) for a, b in zip(cuts, cuts[1:])], promote_options="default")
+        assert joined.equals(whole), name
+        assert whole["chunk_id"].to_pylist() == rows["chunk_id"].to_pylist(), name  # the task's own order
+
+
+class _Echo:
+    """Unit-test engine (answers at once: the source as its paraphrase, or a refusal for every third chunk by id):
+    the stages' row bookkeeping, not generation."""
+    name = "echo"
+    reports_answers = False
+
+    def generate(self, chunks):
+        from paraphrase_pipe.engines.base import Generation
+
+        return [Generation(None, error="context_overflow", provenance={}) if int(c["chunk_id"][:8], 16) % 3 == 0 else
+                Generation(c["original"], finish_reason="stop", prompt_tokens=1, completion_tokens=1, provenance={}) for c in chunks]

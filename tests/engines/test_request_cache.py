@@ -48,3 +48,14 @@ def test_lookups_are_cheap_enough_for_big_batches(tmp_path):
     assert len(cache.get_many([f"k{i}" for i in range(4000)])) == 2000
     assert time.perf_counter() - started < 10
     cache.close()
+
+
+def test_a_damaged_cache_file_is_skipped_with_a_warning_not_fatal(tmp_path, caplog):
+    writer = RequestCache(tmp_path)
+    writer.put("k", {"text": "kept"})
+    writer.close()
+    (tmp_path / "otherhost-1.sqlite").write_bytes(b"not a database, as after a power loss" * 100)
+    cache = RequestCache(tmp_path)
+    assert cache.get_many(["k", "x"]) == {"k": {"text": "kept"}}  # the good file is still read
+    assert "damaged" in caplog.text and (tmp_path / "otherhost-1.damaged").exists()
+    cache.close()
