@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .selective_scan_reset import CudaKernel, correct_gradients, correct_output, enter_resets, per_batch, start_positions
+from .selective_scan_reset import (CudaKernel, correct_gradients, correct_output, enter_resets, per_batch,
+                                   start_positions)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from paraphrase_pipe.models.context import build_context
+from paraphrase_pipe.models.conv import causal_conv
 from paraphrase_pipe.models.mamba1 import Mamba1
 from paraphrase_pipe.models.mamba1_fused import conv_forward, conv_windows
 from paraphrase_pipe.models.selective_scan_reset import TorchKernel
@@ -65,8 +66,6 @@ def test_without_the_conv_correction_documents_leak():
     x = torch.randn(B, 8, L)
     w, b = torch.randn(8, 4), torch.randn(8)
     want = TorchKernel.conv(x, w, b)  # no resets ...
-    from paraphrase_pipe.models.conv import causal_conv
-
     masked = causal_conv(x.transpose(1, 2), w, b, seg=seg).transpose(1, 2)  # ... the pure conv with masks
     assert (want - masked).abs().max() > 1e-2
     torch.testing.assert_close(conv_forward(TorchKernel, x, w, b, conv_windows(seg, 4)), masked, rtol=1e-6, atol=1e-6)
