@@ -5,14 +5,19 @@ pure-PyTorch stand-in `TorchKernel` (same interface and output layouts, no reset
 Function's real forward, recompute and hand-written backward; benchmarks/mamba1_packed_check.py checks the compiled
 kernels on a GPU."""
 
+import functools
+
 import pytest
 import torch
 
+from paraphrase_pipe.models import kernels, mamba1
 from paraphrase_pipe.models.context import build_context
 from paraphrase_pipe.models.conv import causal_conv
 from paraphrase_pipe.models.mamba1 import Mamba1
 from paraphrase_pipe.models.mamba1_fused import conv_forward, conv_windows
 from paraphrase_pipe.models.selective_scan_reset import TorchKernel
+
+from .conftest import VOCAB, make_model
 
 B, L, D_MODEL = 3, 40, 16
 
@@ -89,3 +94,24 @@ def test_only_the_inputs_mamba_inner_fn_saves_are_kept_for_backward():
         mixer.forward_fused(hidden, seg, kernel=TorchKernel)
     big = B * mixer.d_inner * L
     assert sorted(n for n in saved if n >= big) == [big, 2 * big]
+
+
+def test_the_model_runs_the_fused_path_where_it_is_chosen(monkeypatch):
+    """Model level: with the CUDA predicate forced on (the compiled kernels replaced by the stand-in), every
+    Mamba-1 layer of a packed forward goes through the fused function and gives the pure model's loss and
+    gradients."""
+    model = make_model("mamba1").train()
+    ids = torch.randint(0, VOCAB, (2, 48))
+    doc = torch.zeros_like(ids)
+    doc[0, 5:], doc[0, 7:], doc[1, 30:] = 1, 2, 1
+    ref = model(ids, labels=ids, seq_idx=doc, use_cache=False).loss
+    want = torch.autograd.grad(ref, list(model.parameters()))
+    monkeypatch.setattr(mamba1, "use_fused_mamba1", lambda *a: True)
+    monkeypatch.setattr(mamba1, "mamba1_fused", functools.partial(kernels.mamba1_fused, kernel=TorchKernel))
+    with kernels.record_paths() as paths:
+        loss = model(ids, labels=ids, seq_idx=doc, use_cache=False).loss
+    assert paths == {"scan1": "fused-reset", "conv": "fused-reset"}
+    assert _rel(loss, ref) <= 1e-6
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    for (name, _), a, b in zip(model.named_parameters(), got, want):
+        assert _rel(a, b) <= 1e-5, (name, _rel(a, b))
