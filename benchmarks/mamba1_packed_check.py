@@ -1,4 +1,4 @@
-"""GPU check of the document-resetting Mamba-1 scan (issue 16 item 2): agreement, then time.
+"""GPU check of packed Mamba-1 on the compiled kernels (issue 16 item 2): agreement, then time.
 
 The scan: mamba_ssm's compiled `selective_scan_cuda` with the exact reset construction of `selective_scan_reset.py`
 (what packed Mamba-1 rows run on CUDA). A Triton kernel written for the same job (one program per channel block
@@ -9,8 +9,19 @@ walking the time axis) measured 0.60x here against this construction's 0.95x and
 2. Time of forward + backward per 1k tokens: on packed rows against mamba_ssm's `selective_scan_fn` on the
    same tensors unpacked (its best case: it cannot reset inside a row), and the pure scan on packed rows.
    Target of the issue: packed >= 0.9x the speed of unpacked `selective_scan_fn`.
+The mixer (`--sections mixer`): the fused training path `mamba1_fused.py` (the whole Mamba-1 mixer after in_proj in
+one autograd function, mamba_inner_fn's structure, document resets by sparse corrections), what `Mamba1.forward`
+runs on CUDA without a cache.
+3. Agreement of `Mamba1.forward_fused` on packed rows with the op-by-op pure PyTorch mixer (`forward_ops`, plain
+   conv and scan with document masks), output and the gradients of the input and every parameter, fp32 (<= 1e-5)
+   and bf16 (<= 1e-2); and, unpacked, with mamba_ssm's own `mamba_inner_fn` on the same weights.
+4. Time of forward + backward of the mixer (in_proj included) at the mamba-2.8b-slimpj layer shape, fp32 parameters
+   + bf16 autocast as in training, alternating rounds: mamba_ssm's `mamba_inner_fn` (unpacked: it cannot reset),
+   ours fused unpacked and packed, and the op-by-op path that packed rows ran before (`forward_ops`: causal_conv1d
+   channel-last + the reset scan in (B, L, D)); with the activation memory each keeps for backward and its peak.
 
     python3 benchmarks/mamba1_packed_check.py --out "$OUT"            # after benchmarks/gpu_setup.sh
+    python3 benchmarks/mamba1_packed_check.py --sections mixer --out "$OUT"    # the mixer items only
 """
 from __future__ import annotations
 
@@ -24,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from paraphrase_pipe.models.context import SequenceContext  # noqa: E402
+from paraphrase_pipe.models.mamba1 import Mamba1  # noqa: E402
 from paraphrase_pipe.models.selective_scan import selective_scan  # noqa: E402
 from paraphrase_pipe.models.selective_scan_reset import selective_scan_reset  # noqa: E402
 
@@ -46,7 +59,8 @@ def inputs(b, L, d, n, dtype, device, docs_per_row=3, seed=0):
 
 
 def rel(a, b) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 def agreement(scan, dtype, args, device) -> dict:
@@ -123,6 +137,131 @@ def timing(args, device) -> list[dict]:
     return rows
 
 
+def packed_seg(b, L, device, docs_per_row=4, seed=0) -> torch.Tensor:
+    """(B, L) segment ids with documents of random lengths, the shortest under the conv window."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    cuts = torch.sort(torch.randint(1, L, (b, docs_per_row - 1), generator=g), dim=1).values
+    cuts[0, :2] = torch.tensor([1, 3])  # documents of 1 and 2 tokens in row 0
+    return ((torch.arange(L)[None, None, :] >= cuts[:, :, None]).sum(1) + 1).to(torch.int32).to(device)
+
+
+def mixer_model(d_model, device, dtype=torch.float32, seed=0) -> Mamba1:
+    torch.manual_seed(seed)
+    m = Mamba1(d_model, d_state=16, d_conv=4, expand=2).to(device)
+    with torch.no_grad():  # away from the initial values, so every term shows in the comparison
+        m.D.normal_()
+        m.conv1d.bias.normal_()
+    return m.to(dtype)
+
+
+def _mixer_grads(mixer, hidden, out, grad):
+    leaves = [hidden] + list(mixer.parameters())
+    return dict(zip(["hidden"] + [n for n, _ in mixer.named_parameters()], torch.autograd.grad(out, leaves, grad)))
+
+
+def _errors(out, ref, got, want) -> dict:
+    errs = {"y": rel(out, ref)}
+    errs.update({n: rel(got[n], want[n]) for n in want})
+    return errs
+
+
+def _mamba_inner_ref(mixer, hidden):
+    """The mixer as mamba_ssm's Mamba.forward runs it in training (its in_proj layout, then mamba_inner_fn)."""
+    from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn
+
+    b, L, _ = hidden.shape
+    xz = (mixer.in_proj.weight @ hidden.reshape(b * L, -1).t()).view(-1, b, L).permute(1, 0, 2)
+    return mamba_inner_fn(xz, mixer.conv1d.weight, mixer.conv1d.bias, mixer.x_proj.weight, mixer.dt_proj.weight,
+                          mixer.out_proj.weight, mixer.out_proj.bias, -torch.exp(mixer.A_log.float()), None, None,
+                          mixer.D.float(), delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True)
+
+
+def mixer_agreement(dtype, args, device) -> list[dict]:
+    d_model, b, L = args.check_d // 2, 2, args.check_len
+    mixer = mixer_model(d_model, device, dtype, seed=int(time.time()))
+    hidden = torch.randn(b, L, d_model, device=device, dtype=dtype, requires_grad=True)
+    grad = torch.randn(b, L, d_model, device=device, dtype=dtype)
+    seg = packed_seg(b, L, device)
+    limit = 1e-5 if dtype == torch.float32 else 1e-2
+    rows = []
+    ref = mixer.forward_ops(hidden, SequenceContext(positions=None, seg=seg, kernels="torch"))
+    out = mixer.forward_fused(hidden, seg)
+    rows.append(("fused packed vs pure op-by-op", _errors(out, ref, _mixer_grads(mixer, hidden, out, grad),
+                                                          _mixer_grads(mixer, hidden, ref, grad))))
+    ref = _mamba_inner_ref(mixer, hidden)
+    out = mixer.forward_fused(hidden, None)
+    rows.append(("fused unpacked vs mamba_inner_fn", _errors(out, ref, _mixer_grads(mixer, hidden, out, grad),
+                                                             _mixer_grads(mixer, hidden, ref, grad))))
+    result = []
+    for name, errs in rows:
+        worst = max(errs, key=errs.get)
+        result.append({"check": name, "dtype": str(dtype), "worst": worst, "worst_rel": errs[worst],
+                       "pass": errs[worst] <= limit, "rel": errs})
+    return result
+
+
+def mixer_timing(args, device) -> list[dict]:
+    b, L, d_model = args.batch, args.seq_len, args.d_inner // 2
+    mixer = mixer_model(d_model, device)
+    params = list(mixer.parameters())
+    hidden = torch.randn(b, L, d_model, device=device, requires_grad=True)
+    grad = torch.randn(b, L, d_model, device=device, dtype=torch.bfloat16)
+    seg = packed_seg(b, L, device)
+    ctx = SequenceContext(positions=None, seg=seg, kernels="auto")
+    forwards = {"mamba_inner_fn, unpacked": lambda: _mamba_inner_ref(mixer, hidden),
+                "fused, unpacked": lambda: mixer.forward_fused(hidden, None),
+                "fused, packed": lambda: mixer.forward_fused(hidden, seg),
+                "op by op, packed (before)": lambda: mixer.forward_ops(hidden, ctx)}
+
+    def step(forward):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = forward()
+        torch.autograd.grad(y, [hidden] + params, grad)
+
+    def memory(forward) -> dict:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = forward()
+        saved = torch.cuda.memory_allocated(device) - base
+        torch.autograd.grad(y, [hidden] + params, grad)
+        del y
+        return {"saved_MiB": round(saved / 2**20, 1),
+                "peak_MiB": round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)}
+
+    rows = []
+    for rnd in (1, 2):
+        for name, forward in forwards.items():
+            row = {"mixer": name, "round": rnd, "tokens": b * L}
+            try:
+                s = time_it(lambda: step(forward), args.reps, device)
+                row.update(ms=round(s * 1e3, 2), us_per_1k_tokens=round(1e6 * s / (b * L / 1e3), 1))
+                if rnd == 1:
+                    row.update(memory(forward))
+            except Exception as exc:  # noqa: BLE001 - report, keep going
+                row["error"] = f"{type(exc).__name__}: {exc}"[:200]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    best = {}
+    for r in rows:
+        if "ms" in r:
+            best[r["mixer"]] = min(best.get(r["mixer"], 1e9), r["ms"])
+    base = best.get("mamba_inner_fn, unpacked")
+    for name, ms in best.items():
+        if base and name != "mamba_inner_fn, unpacked":
+            print(f"mixer {name} / mamba_inner_fn unpacked speed: {base / ms:.2f}x", flush=True)
+    return rows
+
+
+def _report(kind, a):
+    if "error" in a:
+        print(f"agreement {kind} {a['dtype']}: ERROR {a['error']}", flush=True)
+    else:
+        print(f"agreement {kind} {a['dtype']}: worst {a['worst']} {a['worst_rel']:.2e} "
+              f"{'PASS' if a['pass'] else 'FAIL'}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=4)
@@ -131,25 +270,34 @@ def main() -> None:
     ap.add_argument("--check-len", type=int, default=300)
     ap.add_argument("--check-d", type=int, default=96)
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--sections", nargs="+", choices=("scan", "mixer"), default=["scan", "mixer"])
     ap.add_argument("--out", default="runs/mamba1_packed_check")
     args = ap.parse_args()
     device = torch.device("cuda")
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    result["agreement"] = []
-    for scan in SCANS:
-        for dt in (torch.float32, torch.bfloat16):
-            try:
-                a = agreement(scan, dt, args, device)
-            except Exception as exc:  # noqa: BLE001 - report, keep going
-                a = {"scan": scan, "dtype": str(dt), "error": f"{type(exc).__name__}: {exc}"[:300], "pass": False}
-                print(f"agreement {scan} {dt}: ERROR {a['error']}", flush=True)
-            else:
-                print(f"agreement {scan} {a['dtype']}: worst {a['worst']} {a['worst_rel']:.2e} "
-                      f"{'PASS' if a['pass'] else 'FAIL'}", flush=True)
-            result["agreement"].append(a)
-    result["timing"] = timing(args, device)
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "agreement": []}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if "scan" in args.sections:
+        for scan in SCANS:
+            for dt in (torch.float32, torch.bfloat16):
+                try:
+                    a = agreement(scan, dt, args, device)
+                except Exception as exc:  # noqa: BLE001 - report, keep going
+                    a = {"scan": scan, "dtype": str(dt), "error": f"{type(exc).__name__}: {exc}"[:300], "pass": False}
+                _report(scan, a)
+                result["agreement"].append(a)
+        result["timing"] = timing(args, device)
+    if "mixer" in args.sections:
+        for dt in (torch.float32, torch.bfloat16):
+            try:
+                checks = mixer_agreement(dt, args, device)
+            except Exception as exc:  # noqa: BLE001 - report, keep going
+                checks = [{"check": "mixer", "dtype": str(dt), "error": f"{type(exc).__name__}: {exc}"[:300],
+                           "pass": False}]
+            for a in checks:
+                _report(a["check"], a)
+            result["agreement"].extend(checks)
+        result["mixer_timing"] = mixer_timing(args, device)
     (out / "mamba1_packed_check.json").write_text(json.dumps(result, indent=1))
 
 

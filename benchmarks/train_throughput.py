@@ -17,8 +17,9 @@ matmul ceiling (~790 TFLOP/s on the H200) and the 989 TFLOP/s datasheet figure. 
 checks: our model loaded with the reference's weights gives the reference's loss and gradients on the same batch;
 our fused chunked loss equals `F.cross_entropy` on materialised logits; and on packed rows (`seq_idx`) our CUDA
 path (Mamba-2: `mamba_split_conv1d_scan_combined`) gives the loss of our pure-PyTorch path (Mamba-2 sizes; the
-Mamba-1 reset scan is checked by benchmarks/mamba1_packed_check.py). Ours always trains on packed rows, Mamba-1
-included (`selective_scan_reset.py`); the reference cannot reset at document boundaries and is timed unpacked.
+Mamba-1 fused mixer and reset scan are checked by benchmarks/mamba1_packed_check.py). Ours always trains on packed
+rows, Mamba-1 included (`mamba1_fused.py`, mamba_inner_fn's structure with document resets; recorded path
+`scan1: fused-reset`); the reference cannot reset at document boundaries and is timed unpacked.
 
 GPU, one call per size (kernels from .gpu/wheels, see benchmarks/train_throughput_gpu.sh):
     bash benchmarks/train_throughput_gpu.sh run --sizes 130m

@@ -32,7 +32,7 @@ case "${1:-run}" in
       python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/py/*.whl
       export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
-    if [ "${PACKED_CHECK:-0}" = "1" ]; then  # the Mamba-1 reset / Triton scans first (~1 min)
+    if [ "${PACKED_CHECK:-0}" = "1" ]; then  # the Mamba-1 reset scan and fused mixer checks first (~1-2 min)
       python3 benchmarks/mamba1_packed_check.py --out "${OUT:-runs/train_throughput}"
     fi
     python3 benchmarks/train_throughput.py --out "${OUT:-runs/train_throughput}" "$@"

@@ -11,8 +11,11 @@ What runs where (CUDA path):
 - Mamba-2 training forward (no cache): `mamba_split_conv1d_scan_combined` (conv + scan + gated norm + out_proj in
   one autograd function, conv and norm recomputed in backward), document resets via `seq_idx`; other Mamba-2
   calls: `mamba_chunk_scan_combined` (Triton);
-- Mamba-1 scan: `selective_scan_fn`; packed rows (`seq_idx`) run the same compiled kernel with document resets
-  made exact by `selective_scan_reset.py` (0.95x the unpacked kernel's speed, benchmarks/mamba1_packed_check.py);
+- Mamba-1 training forward (no cache): `mamba1_fused.py`, mamba_ssm's `mamba_inner_fn` structure (conv, x_proj,
+  dt_proj, scan, gate and out_proj in one autograd function in the kernels' (B, D, L) layout, conv and delta
+  recomputed in backward) on `selective_scan_cuda` + causal_conv1d's compiled functions, packed rows through sparse
+  exact corrections at the document starts (path "fused" / "fused-reset"); other Mamba-1 scans:
+  `selective_scan_fn`, packed rows with the same reset construction (`selective_scan_reset.py`, "cuda-reset");
 - convolution: `causal_conv1d_fn` when causal_conv1d is installed (with `seq_idx`), else the pure conv;
 - decoding steps and forwards that continue a cached state run the pure functions (same math).
 """
@@ -29,6 +32,8 @@ from types import SimpleNamespace
 import torch
 
 from .conv import causal_conv as _conv_torch
+from .mamba1_fused import mamba1_inner
+from .selective_scan_reset import CudaKernel
 from .selective_scan import selective_scan as _scan_torch
 from .ssd import ssd_scan as _ssd_torch
 
@@ -104,12 +109,25 @@ def causal_conv1d_op():
     return causal_conv1d_fn
 
 
+@functools.lru_cache(maxsize=None)
+def causal_conv1d_cpp_available() -> bool:
+    """causal_conv1d's compiled fwd/bwd functions (what `mamba1_fused` calls, as mamba_ssm's `mamba_inner_fn` does)."""
+    try:
+        from causal_conv1d.cpp_functions import causal_conv1d_bwd_function, causal_conv1d_fwd_function  # noqa: F401
+    except Exception as exc:
+        log.info("causal_conv1d.cpp_functions unavailable (%s: %s): Mamba-1 runs op by op", type(exc).__name__, exc)
+        return False
+    return True
+
+
 @torch.compiler.assume_constant_result
 def kernel_available(op: str) -> bool:
-    """Whether mamba_ssm's `op`, or causal_conv1d's "causal_conv1d_fn", imports: fixed for a process, so compiled
-    blocks bake the answer in instead of tracing the imports."""
+    """Whether mamba_ssm's `op`, or causal_conv1d's "causal_conv1d_fn" / "causal_conv1d_cpp", imports: fixed for a
+    process, so compiled blocks bake the answer in instead of tracing the imports."""
     if op == "causal_conv1d_fn":
         return causal_conv1d_op() is not None
+    if op == "causal_conv1d_cpp":
+        return causal_conv1d_cpp_available()
     ops = mamba_ssm_ops()
     return ops is not None and getattr(ops, op) is not None
 
@@ -160,6 +178,25 @@ def selective_scan(x, dt, A, B, C, D, z, dt_bias, seg=None, state=None, mode="au
         _once(("scan1-torch", x.device.type), "Mamba-1 scan: pure PyTorch on %s", x.device.type)
     _ran("scan1", "torch")
     return _scan_torch(x, dt, A, B, C, D, z, dt_bias, seg=seg, state=state)
+
+
+def use_fused_mamba1(x: torch.Tensor, mode: str, d_conv: int) -> bool:
+    """Whether the Mamba-1 training forward can run as one autograd function (`mamba1_fused.py`)."""
+    return (x.is_cuda and resolve_mode(mode) != "torch" and d_conv in (2, 3, 4)
+            and kernel_available("selective_scan_fn") and kernel_available("causal_conv1d_cpp"))
+
+
+@torch.compiler.disable
+def mamba1_fused(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, out_weight, out_bias, A, D, dt_bias,
+                 seg=None, kernel=CudaKernel):
+    """Mamba-1 mixer after in_proj (xz (B, 2D, L)), see `use_fused_mamba1`; `kernel` = TorchKernel on CPU (tests)."""
+    path = "fused" if seg is None else "fused-reset"
+    _once(("scan1-fused", path), "Mamba-1 training path: conv + x_proj + dt_proj + selective_scan_cuda + out_proj in "
+          "one autograd function (mamba1_fused.py)%s", "" if seg is None else ", document resets at the starts")
+    _ran("scan1", path)
+    _ran("conv", path)
+    return mamba1_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, out_weight, out_bias, A, D, dt_bias,
+                        seg, kernel)
 
 
 def use_fused_mamba2(x: torch.Tensor, mode: str, d_conv: int) -> bool:

@@ -1,7 +1,9 @@
 """Mamba-1 mixer (selective SSM), parameter-compatible with mamba_ssm's `Mamba`.
 
 in_proj -> (x, z); x -> causal conv + SiLU -> x_proj -> (dt, B, C); dt_proj; selective scan with A = -exp(A_log),
-skip D, gate silu(z); out_proj. The scan and the conv dispatch through `kernels.py` (pure PyTorch or CUDA).
+skip D, gate silu(z); out_proj. On CUDA without a cache (training) everything after in_proj is one autograd function
+in the kernels' layout (`forward_fused`, `mamba1_fused.py`); otherwise op by op (`forward_ops`), the scan and the
+conv dispatching through `kernels.py` (pure PyTorch or CUDA).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import causal_conv, selective_scan
+from .kernels import causal_conv, mamba1_fused, selective_scan, use_fused_mamba1
 from .context import SequenceContext
 from .conv import conv_tail
 from .initialization import assign_, inverse_softplus_dt, mark_no_weight_decay
@@ -57,6 +59,26 @@ class Mamba1(nn.Module):
         self.conv1d.reset_parameters()
 
     def forward(self, hidden: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
+        # fused only with plain projections: an adapter wrapping one (PEFT LoRA) must see its input
+        plain = all(type(m) is nn.Linear for m in (self.in_proj, self.x_proj, self.dt_proj, self.out_proj))
+        if ctx.cache is None and plain and use_fused_mamba1(hidden, ctx.kernels, self.d_conv):
+            return self.forward_fused(hidden, ctx.seg)
+        return self.forward_ops(hidden, ctx)
+
+    def forward_fused(self, hidden: torch.Tensor, seg: torch.Tensor | None = None, kernel=None) -> torch.Tensor:
+        """in_proj written straight into the (B, 2D, L) layout the kernels read (as mamba_ssm's Mamba does), then
+        `kernels.mamba1_fused`; `kernel` replaces the compiled kernels (the CPU tests' pure stand-in)."""
+        b, length, _ = hidden.shape
+        xz = self.in_proj.weight @ hidden.reshape(b * length, -1).t()  # (2D, B*L)
+        if self.in_proj.bias is not None:
+            xz = xz + self.in_proj.bias.to(xz.dtype)[:, None]
+        xz = xz.view(-1, b, length).permute(1, 0, 2)
+        return mamba1_fused(xz, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.x_proj.weight,
+                            self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias,
+                            -torch.exp(self.A_log.float()), self.D.float(), self.dt_proj.bias.float(), seg,
+                            **({} if kernel is None else {"kernel": kernel}))
+
+    def forward_ops(self, hidden: torch.Tensor, ctx: SequenceContext) -> torch.Tensor:
         state = ctx.cache.states.get(self.cache_key, {}) if ctx.cache is not None else {}
         x, z = self.in_proj(hidden).chunk(2, dim=-1)
         weight = self.conv1d.weight.squeeze(1)

@@ -1,38 +1,13 @@
 """Document resets on a kernel that cannot reset (`selective_scan_reset.py`): the construction and its hand-written
-backward, against the pure-PyTorch scan with `seg`, values and every gradient. The compiled kernel is replaced by a
-pure-PyTorch stand-in with `selective_scan_cuda`'s (B, D, L) interface and no resets (this machine has no CUDA);
+backward, against the pure-PyTorch scan with `seg`, values and every gradient. The compiled kernel is replaced by its
+pure-PyTorch stand-in `TorchKernel` (`selective_scan_cuda`'s (B, D, L) interface, no resets; no CUDA here);
 `benchmarks/mamba1_packed_check.py` runs the same check on the real kernel on a GPU."""
 
 import pytest
 import torch
 
 from paraphrase_pipe.models.selective_scan import selective_scan
-from paraphrase_pipe.models.selective_scan_reset import document_starts, selective_scan_reset
-
-
-class TorchKernel:
-    """selective_scan_cuda.fwd/bwd semantics (softplus on, z given, no resets) with the pure scan."""
-
-    @staticmethod
-    def _run(u, delta, A, B, C, D, z, bias):
-        y, last = selective_scan(u.transpose(1, 2), delta.transpose(1, 2), A, B[:, 0].transpose(1, 2),
-                                 C[:, 0].transpose(1, 2), D, z.transpose(1, 2), bias)
-        return y.transpose(1, 2), last
-
-    @classmethod
-    def fwd(cls, *args):
-        with torch.no_grad():
-            y, last = cls._run(*args)
-        states = torch.stack([torch.zeros_like(last), last], dim=-1).flatten(-2)[:, :, None]  # [..., -1, 1::2]
-        return y, torch.empty(0), states
-
-    @classmethod
-    def bwd(cls, u, delta, A, B, C, D, z, bias, dout, states, out):
-        leaves = [t.detach().requires_grad_() for t in (u, delta, A, B, C, D, z, bias)]
-        with torch.enable_grad():
-            y, _ = cls._run(*leaves)
-            du, ddelta, dA, dB, dC, dD, dz, dbias = torch.autograd.grad(y, leaves, dout)
-        return du, ddelta, dA, dB, dC, dD, dz, dbias
+from paraphrase_pipe.models.selective_scan_reset import TorchKernel, document_starts, selective_scan_reset
 
 
 def _inputs(b, L, d, n, seed):
