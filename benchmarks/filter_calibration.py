@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import re
 from pathlib import Path
@@ -106,7 +107,9 @@ def _changed(text: str, other: str, rng: random.Random) -> str | None:
 def labelled_pairs(path: Path = PASSAGES) -> list[dict]:
     """The labelled pairs derived from a passage file; every document of FRESH is held out."""
     passages = [json.loads(line) for line in path.read_text().splitlines()]
-    split = split_of if path != FRESH else (lambda doc_id: "held-out")
+    # a passage added to calibrate on names its split; FRESH is all held out
+    splits = {p["doc_id"]: "held-out" if path == FRESH else p.get("split") or split_of(p["doc_id"]) for p in passages}
+    split = splits.__getitem__
     pairs = []
     for i, p in enumerate(passages):
         rng = random.Random(p["doc_id"])
@@ -166,7 +169,8 @@ def calibrate(pairs: list[dict], tok) -> None:
             above = bad[bad > good.max()]
             edge = (good.max() + above.min()) / 2 if len(above) else good.max()
             caught = (bad > edge).mean()
-        print(f"{name:13s} {'min' if gate.low_reason else 'max'} {edge:.3f}  faithful {good.min():.3f}-{good.max():.3f}  "
+        default = math.floor(edge * 100) / 100 if gate.low_reason else math.ceil(edge * 100) / 100  # 2 decimals, the looser way
+        print(f"{name:13s} {'min' if gate.low_reason else 'max'} {edge:.3f} -> default {default:.2f}  faithful {good.min():.3f}-{good.max():.3f}  "
               f"catches {caught:.0%} of {', '.join(targets)} alone (n={len(bad)}; {np.isnan(scores[np.isin(kinds, targets)]).sum()} unscored)")
 
 

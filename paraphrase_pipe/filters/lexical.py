@@ -9,7 +9,6 @@ integers, so a pair of 2048-token chunks costs ~2k big-integer operations, not a
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import ClassVar
 
 import numpy as np
@@ -69,14 +68,19 @@ def in_source_order(reference: str, candidate: str) -> list[str]:
     most shared words, each weighted by 1 / the number of source sentences it occurs in (so "the" and "is" do not
     decide); a sentence that shares none stays behind the one before it. Split sentences map onto one source
     sentence and keep their order; a merged one lands at its first."""
-    sources = [set(words(s)) for s in SENTENCE_BREAK.split(reference)]
-    spread = Counter(w for s in sources for w in s)
+    postings: dict[str, list[int]] = {}  # word -> the source sentences it occurs in
+    for j, source in enumerate(SENTENCE_BREAK.split(reference)):
+        for w in set(words(source)):
+            postings.setdefault(w, []).append(j)
     sentences = [w for w in (words(s) for s in SENTENCE_BREAK.split(candidate)) if w]
     keys, last = [], 0
     for sentence in sentences:
-        shared = [sum(1 / spread[w] for w in set(sentence) & source) for source in sources]
-        if shared and max(shared) > 0:
-            last = shared.index(max(shared))
+        shared: dict[int, float] = {}
+        for w in set(sentence):
+            for j in postings.get(w, ()):
+                shared[j] = shared.get(j, 0.0) + 1 / len(postings[w])
+        if shared:
+            last = max(shared, key=lambda j: (shared[j], -j))
         keys.append(last)
     return [w for _, _, sentence in sorted(zip(keys, range(len(sentences)), sentences)) for w in sentence]
 
