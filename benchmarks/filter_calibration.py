@@ -2,8 +2,9 @@
 
 The labelled set is `benchmarks/filter_pairs/passages.jsonl`: 34 real passages of the bundled sample corpus
 (Vim User Manual: Vim license; Python Language Reference: PSF-2.0 — see paraphrase_pipe/sample/README.md), each
-with a hand-written faithful paraphrase, 8 with a hand-written translation (de, fr, es). The other kinds are
-derived here from those, deterministically (seeded by the document id):
+with a hand-written faithful paraphrase, 8 with a hand-written translation (de, fr, es), and 13 passages added to
+the calibration part only (scikit-learn dataset descriptions, BSD-3-Clause; CPython comments, PSF-2.0: see
+filter_pairs/README.md). The other kinds are derived here from those, deterministically (seeded by the document id):
 
     faithful        the hand-written paraphrase                                  -> accept
     omission_20_30  the paraphrase less scattered sentences, 20-30% of its words -> reject
@@ -15,10 +16,11 @@ derived here from those, deterministically (seeded by the document id):
     unrelated       the paraphrase of another passage                               -> reject
     translation     the hand-written translation                                    -> reject
 
-Passages are split by document (a hash of the document id) into a calibration half and a held-out half; every
-derived pair stays with its document. `--calibrate` prints, from the calibration half only, the band edge of
-each coverage gate that rejects the most of its target kinds while accepting every calibration paraphrase (set
-halfway to the next bad score); the defaults in paraphrase_pipe/filters/ were set from it. The report (default)
+Passages are split by document (a hash of the document id, unless the record names its `split`) into a
+calibration part and a held-out half; every derived pair stays with its document. `--calibrate` prints, from the
+calibration part only, the band edge of each coverage gate that rejects the most of its target kinds while
+accepting every calibration paraphrase (set halfway to the next bad score) and that edge rounded to 2 decimals
+the looser way; the defaults in paraphrase_pipe/filters/ are those rounded edges. The report (default)
 is on the held-out half with the defaults (FilterOptions()), through the real filter stage; a gate in
 parentheses is off by default (its row shows it alone, the chain leaves it out).
 

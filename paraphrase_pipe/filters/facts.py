@@ -5,15 +5,17 @@ association, and sentence embeddings barely notice either.
 Facts, after normalisation:
 - numbers: number words become digits first (`text2num`'s `alpha2digit`, so "twelve" = "12", "three kilometres"
   = "3 kilometres"; "one" and "two" stay words, being as often no count, but they keep a source's "1" / "2";
-  "hundreds of thousands" is no number), thousands separators go ("1,200" = "1 200" = "1200", with a no-break or thin space), scale words multiply
-  ("2.5 million" = "$2.5m" = "2,500,000"), month names are numbers ("24 October 2022" = "2022-10-24"); the word
-  after a number is its unit when `pint` knows it as a common unit ("3 km" = "3 kilometres" = kilometer; "16 bit"
-  = bit; "5 mph" = "5 miles per hour": a rate matches its first unit);
+  "hundreds of thousands" is no number), thousands separators go ("1,200" = "1200", also with a no-break or thin
+  space), scale words multiply ("2.5 million" = "$2.5m" = "2,500,000"), month names are month numbers ("24 October
+  2022" = "2022-10-24"); the word after a number is its unit when `pint` knows it as a common unit ("3 km" = "3
+  kilometres" = kilometer; "16 bit" = bit; "5 mph" = "5 miles per hour": a rate matches its first unit);
 - names: what a paraphrase has no reason to reword — identifiers and symbols (`write_char`, `CTRL-W`, `E484`,
-  `:qall`, `'shiftwidth'`), quoted literals of up to 3 words, and capitalised words that do not start a
-  sentence and never appear in lower case (`Unix`, `Pascal`, `PEP`); an acronym stands for the capitalised words
-  it abbreviates ("WHO" = "World Health Organization", "U.S." = "United States"), "London-based" names London. No NER model installs offline from PyPI (spaCy's models are not published
-  there), so names are found by their form; on technical text these are the facts that matter.
+  `:qall`, `'shiftwidth'`), quoted literals of up to 3 words, and capitalised words that do not start a sentence
+  (or a code comment) and never appear in lower case (`Unix`, `Pascal`, `PEP`); an acronym stands for the
+  capitalised words it abbreviates ("WHO" = "World Health Organization", "U.S." = "United States"),
+  "London-based" names London, titles ("Dr", "Prof") are no names. No NER model installs offline from PyPI
+  (spaCy's models are not published there), so names are found by their form; on technical text these are the
+  facts that matter.
 
 Two gates share one extraction (cached per text): `facts` scores the share of source facts found in the
 paraphrase (`facts_dropped` below its band), `fact_changes` the share of source facts replaced by a fact of the
