@@ -2,8 +2,9 @@
 
 The labelled set is `benchmarks/filter_pairs/passages.jsonl`: 34 real passages of the bundled sample corpus
 (Vim User Manual: Vim license; Python Language Reference: PSF-2.0 — see paraphrase_pipe/sample/README.md), each
-with a hand-written faithful paraphrase, 8 with a hand-written translation (de, fr, es). The other kinds are
-derived here from those, deterministically (seeded by the document id):
+with a hand-written faithful paraphrase, 8 with a hand-written translation (de, fr, es), and 13 passages added to
+the calibration part only (scikit-learn dataset descriptions, BSD-3-Clause; CPython comments, PSF-2.0: see
+filter_pairs/README.md). The other kinds are derived here from those, deterministically (seeded by the document id):
 
     faithful        the hand-written paraphrase                                  -> accept
     omission_20_30  the paraphrase less scattered sentences, 20-30% of its words -> reject
@@ -15,10 +16,11 @@ derived here from those, deterministically (seeded by the document id):
     unrelated       the paraphrase of another passage                               -> reject
     translation     the hand-written translation                                    -> reject
 
-Passages are split by document (a hash of the document id) into a calibration half and a held-out half; every
-derived pair stays with its document. `--calibrate` prints, from the calibration half only, the band edge of
-each coverage gate that rejects the most of its target kinds while accepting every calibration paraphrase (set
-halfway to the next bad score); the defaults in paraphrase_pipe/filters/ were set from it. The report (default)
+Passages are split by document (a hash of the document id, unless the record names its `split`) into a
+calibration part and a held-out half; every derived pair stays with its document. `--calibrate` prints, from the
+calibration part only, the band edge of each coverage gate that rejects the most of its target kinds while
+accepting every calibration paraphrase (set halfway to the next bad score) and that edge rounded to 2 decimals
+the looser way; the defaults in paraphrase_pipe/filters/ are those rounded edges. The report (default)
 is on the held-out half with the defaults (FilterOptions()), through the real filter stage; a gate in
 parentheses is off by default (its row shows it alone, the chain leaves it out).
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import re
 from pathlib import Path
@@ -106,7 +109,9 @@ def _changed(text: str, other: str, rng: random.Random) -> str | None:
 def labelled_pairs(path: Path = PASSAGES) -> list[dict]:
     """The labelled pairs derived from a passage file; every document of FRESH is held out."""
     passages = [json.loads(line) for line in path.read_text().splitlines()]
-    split = split_of if path != FRESH else (lambda doc_id: "held-out")
+    # a passage added to calibrate on names its split; FRESH is all held out
+    splits = {p["doc_id"]: "held-out" if path == FRESH else p.get("split") or split_of(p["doc_id"]) for p in passages}
+    split = splits.__getitem__
     pairs = []
     for i, p in enumerate(passages):
         rng = random.Random(p["doc_id"])
@@ -166,7 +171,8 @@ def calibrate(pairs: list[dict], tok) -> None:
             above = bad[bad > good.max()]
             edge = (good.max() + above.min()) / 2 if len(above) else good.max()
             caught = (bad > edge).mean()
-        print(f"{name:13s} {'min' if gate.low_reason else 'max'} {edge:.3f}  faithful {good.min():.3f}-{good.max():.3f}  "
+        default = math.floor(edge * 100) / 100 if gate.low_reason else math.ceil(edge * 100) / 100  # 2 decimals, the looser way
+        print(f"{name:13s} {'min' if gate.low_reason else 'max'} {edge:.3f} -> default {default:.2f}  faithful {good.min():.3f}-{good.max():.3f}  "
               f"catches {caught:.0%} of {', '.join(targets)} alone (n={len(bad)}; {np.isnan(scores[np.isin(kinds, targets)]).sum()} unscored)")
 
 

@@ -103,7 +103,7 @@ def test_real_engine_build_with_the_default_gates_writes_a_card(vllm_server, tin
     card = (out / "README.md").read_text()
     for reason, n in manifest["counts"]["rejects_by_reason"].items():
         assert f"- `{reason}`: {n}" in card
-    assert "| facts | yes | 0.95 |" in card
+    assert f"| facts | yes | {FilterOptions().facts.min} |" in card
     meta = yaml.safe_load(card.split("---")[1])
     configs = {c["config_name"]: [f["split"] for f in c["data_files"]] for c in meta["configs"]}
     # with no accepted rows the default config holds only the rejected split (never dead letters as "train")
