@@ -70,8 +70,10 @@ class VLLMEngine(LLMEngine):
         self._inbox: queue.Queue[_Batch] = queue.Queue()
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
+        self._finished: queue.Queue = queue.Queue()  # (batch, request, completion) from the stepper, or None: stop
         self._stepper = threading.Thread(target=self._step_forever, name="vllm-stepper", daemon=True)
         self._stepper.start()
+        threading.Thread(target=self._finish_forever, name="vllm-answers", daemon=True).start()
 
     def _log_path(self) -> Path:
         where = self.workdir / WORK_DIR if self.workdir else Path(tempfile.gettempdir()) / "paraphrase-pipe"
@@ -124,13 +126,20 @@ class VLLMEngine(LLMEngine):
                     if out.finished and out.request_id in live:
                         batch, request, started = live.pop(out.request_id)
                         first = out.outputs[0]
-                        batch.finish(request, Completion(first.text, first.finish_reason, len(out.prompt_token_ids or request.prompt),
-                                                         len(first.token_ids), time.perf_counter() - started))
+                        self._finished.put((batch, request, Completion(first.text, first.finish_reason, len(out.prompt_token_ids or request.prompt),
+                                                                       len(first.token_ids), time.perf_counter() - started)))
             except BaseException as exc:  # noqa: BLE001 - every waiting batch must hear about it
                 self._failure = exc
                 for batch, _, _ in live.values():
                     batch.fail(exc)
                 return
+
+    def _finish_forever(self) -> None:
+        """Answers leave the stepper at once; their bookkeeping (request cache, progress, the waiting call) runs
+        here, so the engine steps on while an answer is written down."""
+        while (item := self._finished.get()) is not None:
+            batch, request, completion = item
+            batch.finish(request, completion)
 
     def stats(self) -> dict[str, Any]:
         """Adds the occupancy read from vLLM's own counter (what the scheduler saw), next to the feeder's count."""
@@ -144,6 +153,7 @@ class VLLMEngine(LLMEngine):
         if self._stepper is not None:
             self._stopping.set()
             self._stepper.join(timeout=30)
+            self._finished.put(None)
         super().close()
         llm = self.__dict__.pop("llm", None)
         if llm is not None:
