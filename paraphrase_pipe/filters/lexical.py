@@ -101,7 +101,7 @@ def rouge_l_recall(reference: str, candidate: str) -> float:
 class RecallGate(Gate):
     """A floor on ROUGE-L recall: a rewrite that left out part of the source keeps fewer of its words."""
 
-    min: float | None = 0.47  # benchmarks/filter_calibration.py --calibrate
+    min: float | None = 0.43  # benchmarks/filter_calibration.py --calibrate
 
     name: ClassVar[str] = "recall"
     column: ClassVar[str] = "score_rouge_l_recall"
