@@ -203,7 +203,7 @@ def calibrate(pairs: list[dict], tok) -> None:
     for name in names:
         gate = getattr(options, name)
         scores[name] = np.asarray(gate.score([p["original"] for p in cal], [p["paraphrase"] for p in cal], tok)[gate.column], dtype=float)
-    print(f"\nleave-one-document-out CV of 'edge = worst faithful score of the other {len(set(docs)) - 1} documents, less a margin'"
+    print(f"\nleave-one-document-out CV of 'edge = worst faithful score of the other {len(set(docs)) - 1} documents, a margin beyond it'"
           f" (the default chain; CV targets: {', '.join(f'{k} >= {v:.0%}' for k, v in CV_TARGETS.items())})")
     print(f"{'margin':>6s}  {'faithful acc.':>13s} {'omissions rej.':>14s} {'changed rej.':>12s}  edges fitted on all {len(set(docs))} documents")
     chosen = None
