@@ -260,6 +260,9 @@ def main() -> None:
             order = ("build",) if args.build_only else order
             got = {side: (run_direct(args, work) if side == "direct" else run_build(args, work, index)) for side in order}
             rounds.append(got)
+            if args.json:  # after every round: a run cut by a time limit keeps the rounds it finished
+                args.json.write_text(json.dumps({"chunk": args.chunk, "partial": True, "rounds": rounds, "plan": planned,
+                                                 "model": args.shape or args.model}, indent=2))
             b = got["build"]
             if args.build_only:
                 print(f"round {index + 1}: build {b['requests']:,} requests, {b['output_tokens']:,} tok in {b['window_s']:.1f} s "
