@@ -31,6 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # engine_saturation, imported where needed (not by the direct side)
 SHAPES = {  # hidden, intermediate, layers, heads, kv heads
     "125m": (768, 3072, 12, 12, 12),
     "1.7b": (2048, 8192, 24, 32, 32),
@@ -96,7 +97,6 @@ def engine_args(args) -> dict:
 
 def build_requests(args, work: Path) -> list[dict]:
     """What a build with these settings sends, made by the build's own code (an HTTP engine renders; no server)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from engine_saturation import requests_of_a_build
 
     from paraphrase_pipe.config import BuildConfig
@@ -238,7 +238,6 @@ def main() -> None:
     if args.side == "direct":
         return direct_side(args)
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from engine_saturation import NO_FILTERS
 
     work = Path(tempfile.mkdtemp(prefix="saturation-inprocess-"))

@@ -52,14 +52,14 @@ class RequestCache:
         conn.execute(_SCHEMA)
         return conn
 
-    def _sources(self) -> list[sqlite3.Connection]:
+    def _sources(self) -> list[tuple[Path, sqlite3.Connection]]:
         for path in sorted(self.directory.glob("*.sqlite")):
             if path != self.path and path not in self._readers:
                 try:
                     self._readers[path] = self._connect(path)
                 except sqlite3.DatabaseError as exc:
                     self._skip(path, exc)
-        return [self._own, *self._readers.values()]
+        return [(self.path, self._own), *self._readers.items()]
 
     def _skip(self, path: Path, exc: Exception) -> None:
         """A damaged file of another process: its answers are asked again (never trusted, never fatal)."""
@@ -76,7 +76,7 @@ class RequestCache:
     def _get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         wanted = list(dict.fromkeys(keys))
-        for conn in self._sources():
+        for path, conn in self._sources():
             try:
                 for start in range(0, len(wanted), 500):  # stay below sqlite's host-parameter limit
                     part = [k for k in wanted[start:start + 500] if k not in found]
@@ -88,7 +88,7 @@ class RequestCache:
             except sqlite3.DatabaseError as exc:
                 if conn is self._own:
                     raise
-                self._skip(next(p for p, c in self._readers.items() if c is conn), exc)
+                self._skip(path, exc)
         return found
 
     def put(self, key: str, value: dict[str, Any]) -> None:

@@ -73,7 +73,8 @@ class VLLMEngine(LLMEngine):
         self._finished: queue.Queue = queue.Queue()  # (batch, request, completion) from the stepper, or None: stop
         self._stepper = threading.Thread(target=self._step_forever, name="vllm-stepper", daemon=True)
         self._stepper.start()
-        threading.Thread(target=self._finish_forever, name="vllm-answers", daemon=True).start()
+        self._answers = threading.Thread(target=self._finish_forever, name="vllm-answers", daemon=True)
+        self._answers.start()
 
     def _log_path(self) -> Path:
         where = self.workdir / WORK_DIR if self.workdir else Path(tempfile.gettempdir()) / "paraphrase-pipe"
@@ -154,6 +155,7 @@ class VLLMEngine(LLMEngine):
             self._stopping.set()
             self._stepper.join(timeout=30)
             self._finished.put(None)
+            self._answers.join(timeout=30)  # every answer written down before the request cache closes
         super().close()
         llm = self.__dict__.pop("llm", None)
         if llm is not None:

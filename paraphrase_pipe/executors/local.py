@@ -84,10 +84,9 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
     todo = deque(tasks)
     ready: deque[pa.Table] = deque()  # chunk rows read and chunked, waiting for room in the engine
     fronts: set[Future] = set()
-    middles: set[Future] = set()
+    middles: dict[Future, dict[str, int]] = {}  # engine call -> where each of its task pieces sits in its task
     backs: set[Future] = set()
     tasks_back = _Reassembly()
-    places: dict[Future, dict[str, int]] = {}  # call -> where each of its task pieces sits in its task
     read_rows, read_tasks = 0, 0  # how many rows a task yields, on average so far
     try:
         while todo or fronts or ready or middles or backs:
@@ -102,11 +101,9 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
             # refill in calls of at least a quarter of the target, or the last rows once they all fit: few, large calls
             if ready and (room >= max(target // 4, 1) or (not (todo or fronts) and room >= sum(t.num_rows for t in ready))):
                 batch = _take(ready, room)
-                future = pipeline.submit_middle(batch, engine)
-                places[future] = tasks_back.send(batch)
-                middles.add(future)
+                middles[pipeline.submit_middle(batch, engine)] = tasks_back.send(batch)
                 continue
-            done, _ = wait(fronts | middles | backs, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            done, _ = wait(fronts | middles.keys() | backs, timeout=POLL_S, return_when=FIRST_COMPLETED)
             for future in done:
                 if future in fronts:
                     fronts.discard(future)
@@ -115,8 +112,8 @@ def _feed_driver_engine(pool, workers: int, pipeline: Pipeline, tasks: list[Task
                     if rows.num_rows:
                         ready.append(rows)
                 elif future in middles:
-                    middles.discard(future)
-                    for task_rows in tasks_back.add(pipeline.per_task(future.result()), places.pop(future)):
+                    places = middles.pop(future)
+                    for task_rows in tasks_back.add(pipeline.per_task(future.result()), places):
                         backs.add(pool.submit(_back, task_rows, generation))
                 else:
                     backs.discard(future)
