@@ -191,7 +191,7 @@ def agreement_configs(quick: bool) -> dict[str, dict]:
         "parallel-xattn/mamba2": {**base, "arch": "parallel", "merge": "cross-attention"},
         "parallel-gate/mamba1": {**base, "arch": "parallel", "merge": "gate", **m1},
     }
-    for name in ("mamba/mamba2", "sequential/mamba2", "parallel-xattn/mamba2"):
+    for name in ("mamba/mamba2", "transformer", "sequential/mamba2", "parallel-xattn/mamba2"):
         cfgs[name + "+packed"] = cfgs[name]
     return cfgs
 
@@ -224,7 +224,9 @@ def plan(args, device, fast_mode):
         yield "agreement", name, lambda name=name, cfg=cfg: agreement(name, cfg, args, device, fast_mode)
     yield "generation", "parallel", lambda: [generation(args, device, fast_mode)]
     for label, cfg, packed in timing_configs(args.quick):
-        modes = (fast_mode, "torch") if fast_mode != "torch" and "attention" not in label else ("torch",)
+        # attention has one path unpacked (SDPA); packed rows: FlexAttention block mask (cuda) vs dense mask (torch)
+        two = fast_mode != "torch" and ("attention" not in label or "packed" in label)
+        modes = (fast_mode, "torch") if two else ("torch",)
         for mode in modes:
             yield "blocks", f"{label}/{mode}", lambda label=label, cfg=cfg, mode=mode, packed=packed: [
                 block_timing(label, cfg, mode, args, device, packed)]
@@ -242,6 +244,7 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--deadline", type=float, default=0, help="unix time after which remaining items are skipped")
     ap.add_argument("--sections", default="agreement,generation,blocks,presets")
+    ap.add_argument("--only", default="", help="comma-separated substrings: run only the items whose label has one")
     args = ap.parse_args()
     device = torch.device(args.device)
     args.check_batch, args.check_len = (2, 40) if args.quick else (2, 512)
@@ -273,7 +276,7 @@ def main():
 
     wanted = set(args.sections.split(","))
     for section, label, thunk in plan(args, device, fast_mode):
-        if section not in wanted:
+        if section not in wanted or (args.only and not any(o in label for o in args.only.split(","))):
             continue
         if args.deadline and time.time() > args.deadline:
             result.setdefault("skipped (deadline)", []).append(f"{section}:{label}")

@@ -254,6 +254,47 @@ def mixer_timing(args, device) -> list[dict]:
     return rows
 
 
+def mixer_profile(args, device, out: Path) -> dict:
+    """Where the packed fused mixer's extra time goes: torch.profiler over `--reps` fwd+bwd steps, unpacked and
+    packed, CUDA time vs CPU time per step (a step whose CPU time exceeds its CUDA time is launch-bound) and the
+    top ops by CUDA and by CPU time, written to mixer_profile_*.txt."""
+    from torch.profiler import ProfilerActivity, profile
+
+    b, L, d_model = args.batch, args.seq_len, args.d_inner // 2
+    mixer = mixer_model(d_model, device)
+    params = list(mixer.parameters())
+    hidden = torch.randn(b, L, d_model, device=device, requires_grad=True)
+    grad = torch.randn(b, L, d_model, device=device, dtype=torch.bfloat16)
+    seg = packed_seg(b, L, device)
+    summary = {}
+    for name, s in (("unpacked", None), ("packed", seg)):
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = mixer.forward_fused(hidden, s)
+            torch.autograd.grad(y, [hidden] + params, grad)
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(args.reps):
+                step()
+            torch.cuda.synchronize(device)
+        wall = (time.perf_counter() - start) / args.reps
+        events = prof.key_averages()
+        cuda_us = sum(e.self_device_time_total for e in events) / args.reps
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        syncs = sum(e.count for e in events if "Synchronize" in e.key or e.key in ("aten::item", "aten::nonzero"))
+        summary[name] = {"wall_ms": round(wall * 1e3, 2), "cuda_ms": round(cuda_us / 1e3, 2),
+                         "launches_per_step": launches / args.reps, "syncs_per_step": syncs / args.reps}
+        print(json.dumps({"profile": name, **summary[name]}), flush=True)
+        text = (events.table(sort_by="self_device_time_total", row_limit=25) + "\n"
+                + events.table(sort_by="self_cpu_time_total", row_limit=25))
+        (out / f"mixer_profile_{name}.txt").write_text(text)
+        print(events.table(sort_by="self_cpu_time_total", row_limit=12), flush=True)
+    return summary
+
+
 def _report(kind, a):
     if "error" in a:
         print(f"agreement {kind} {a['dtype']}: ERROR {a['error']}", flush=True)
@@ -270,7 +311,7 @@ def main() -> None:
     ap.add_argument("--check-len", type=int, default=300)
     ap.add_argument("--check-d", type=int, default=96)
     ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--sections", nargs="+", choices=("scan", "mixer"), default=["scan", "mixer"])
+    ap.add_argument("--sections", nargs="+", choices=("scan", "mixer", "profile"), default=["scan", "mixer"])
     ap.add_argument("--out", default="runs/mamba1_packed_check")
     args = ap.parse_args()
     device = torch.device("cuda")
@@ -298,6 +339,8 @@ def main() -> None:
                 _report(a["check"], a)
             result["agreement"].extend(checks)
         result["mixer_timing"] = mixer_timing(args, device)
+    if "profile" in args.sections:
+        result["mixer_profile"] = mixer_profile(args, device, out)
     (out / "mamba1_packed_check.json").write_text(json.dumps(result, indent=1))
 
 

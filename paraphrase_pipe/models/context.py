@@ -69,15 +69,22 @@ def document_positions(seq_idx: torch.Tensor) -> torch.Tensor:
     return _positions_from_starts(_segment_starts(seq_idx, torch.ones_like(seq_idx[:, 0], dtype=torch.bool)))
 
 
-def document_block_mask(seg: torch.Tensor):
-    """FlexAttention block mask of (B, L) segment ids: a query sees the keys of its own segment, causally."""
+_compiled_block_mask = []
+
+
+def document_block_mask(seg: torch.Tensor, compile_mask: bool = False):
+    """FlexAttention block mask of (B, L) segment ids: a query sees the keys of its own segment, causally.
+    `compile_mask` builds it with `torch.compile(create_block_mask)` instead of materialising (B, L, L) eagerly."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     def document_causal(b, h, q, k):
         return (seg[b, q] == seg[b, k]) & (k <= q)
 
+    if compile_mask and not _compiled_block_mask:
+        _compiled_block_mask.append(torch.compile(create_block_mask))
+    make = _compiled_block_mask[0] if compile_mask else create_block_mask
     batch, length = seg.shape
-    return create_block_mask(document_causal, batch, None, length, length, device=seg.device)
+    return make(document_causal, batch, None, length, length, device=seg.device)
 
 
 def build_context(

@@ -184,10 +184,10 @@ FUSED_MAMBA1_ENV = "PARAPHRASE_PIPE_FUSED_MAMBA1"
 
 
 def use_fused_mamba1(x: torch.Tensor, mode: str, d_conv: int) -> bool:
-    """Whether the Mamba-1 training forward can run as one autograd function (`mamba1_fused.py`). Opt-in
-    (PARAPHRASE_PIPE_FUSED_MAMBA1=1) until its GPU check (benchmarks/mamba1_packed_check.py --sections mixer) has
-    passed on real kernels: it is verified on CPU against a stand-in only."""
-    return (os.environ.get(FUSED_MAMBA1_ENV) == "1" and x.is_cuda and resolve_mode(mode) != "torch" and d_conv in (2, 3, 4)
+    """Whether the Mamba-1 training forward runs as one autograd function (`mamba1_fused.py`): on CUDA with the
+    kernels, unless PARAPHRASE_PIPE_FUSED_MAMBA1=0 (then op by op). Checked on the GPU against the pure mixer and
+    mamba_inner_fn by benchmarks/mamba1_packed_check.py --sections mixer."""
+    return (os.environ.get(FUSED_MAMBA1_ENV, "1") != "0" and x.is_cuda and resolve_mode(mode) != "torch" and d_conv in (2, 3, 4)
             and kernel_available("selective_scan_fn") and kernel_available("causal_conv1d_cpp"))
 
 

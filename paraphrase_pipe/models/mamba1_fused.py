@@ -31,14 +31,12 @@ from .selective_scan_reset import (CudaKernel, correct_gradients, correct_output
 @dataclass
 class ConvWindows:
     """The conv outputs (rows, cols) (A,) whose window reaches into an earlier document: their window's positions
-    (A, W) (clamped at 0), which taps lie in the output's own document (A, W), and per tap the entries whose tap
-    does (so each scatter into dx writes every position once)."""
+    (A, W) (clamped at 0) and which taps lie in the output's own document (A, W)."""
 
     rows: torch.Tensor
     cols: torch.Tensor
     taps: torch.Tensor
     inside: torch.Tensor
-    by_tap: list
 
 
 def conv_windows(seg: torch.Tensor, width: int) -> ConvWindows | None:
@@ -52,8 +50,7 @@ def conv_windows(seg: torch.Tensor, width: int) -> ConvWindows | None:
     pos = cols[:, None] - (width - 1) + torch.arange(width, device=seg.device)
     taps = pos.clamp_min(0)
     inside = (pos >= 0) & (seg[rows[:, None], taps] == seg[rows, cols][:, None])
-    by_tap = [inside[:, k].nonzero().squeeze(1) for k in range(width)]
-    return ConvWindows(rows, cols, taps, inside, by_tap)
+    return ConvWindows(rows, cols, taps, inside)
 
 
 @dataclass
@@ -73,40 +70,47 @@ def documents(seg: torch.Tensor | None, width: int) -> Documents:
     return Documents((rows, cols), per_batch(seg, ("conv", width), lambda s: conv_windows(s, width)))
 
 
-def _window_inputs(x, win: ConvWindows):
-    """(A, W, D) fp32: the inputs each corrected output reads, zero outside its document."""
-    return x[win.rows[:, None], :, win.taps].float() * win.inside[..., None]
+@dataclass
+class ConvFix:
+    """The corrected conv outputs of one forward: their inputs (A, W, D) fp32, zero outside their document, and
+    pre-activations (A, D) fp32; kept for backward (small), so neither pass gathers them again."""
+
+    win: ConvWindows
+    xw: torch.Tensor
+    pre: torch.Tensor
 
 
-def _window_pre(xw, weight, bias):
-    pre = (xw * weight.t().float()).sum(1)
-    return pre if bias is None else pre + bias.float()
-
-
-def conv_forward(kernel, x, weight, bias, win: ConvWindows | None):
-    """SiLU(causal conv) of x (B, D, L) in the kernel's layout, taps across a document boundary count as zero."""
+def conv_forward(kernel, x, weight, bias, win: ConvWindows | None, fix: ConvFix | None = None):
+    """SiLU(causal conv) of x (B, D, L) in the kernel's layout, taps across a document boundary count as zero.
+    Returns (output, the ConvFix to pass back in when recomputing, None without windows)."""
     out = kernel.conv(x, weight, bias)
-    if win is not None:
-        out[win.rows, :, win.cols] = F.silu(_window_pre(_window_inputs(x, win), weight, bias)).to(out.dtype)
-    return out
-
-
-def conv_backward(kernel, x, weight, bias, dout, dx, win: ConvWindows | None):
-    """Gradients of `conv_forward` (dout is overwritten); dx is written in place. Returns (dx, dweight, dbias)."""
     if win is None:
+        return out, None
+    if fix is None:
+        xw = x[win.rows[:, None], :, win.taps].float() * win.inside[..., None]
+        pre = (xw * weight.t().float()).sum(1)
+        fix = ConvFix(win, xw, pre if bias is None else pre + bias.float())
+    out[win.rows, :, win.cols] = F.silu(fix.pre).to(out.dtype)
+    return out, fix
+
+
+def conv_backward(kernel, x, weight, bias, dout, dx, fix: ConvFix | None):
+    """Gradients of `conv_forward` (dout is overwritten); dx is written in place. Returns (dx, dweight, dbias)."""
+    if fix is None:
         return kernel.conv_bwd(x, weight, bias, dout, dx)
+    win = fix.win
     g = dout[win.rows, :, win.cols].float()  # (A, D): the corrected outputs' gradient, applied by hand below
-    dout[win.rows, :, win.cols] = 0
+    dout[win.rows, :, win.cols] = dout.new_zeros(())  # a device scalar: `= 0` copies one from the host (a sync)
     dx, dweight, dbias = kernel.conv_bwd(x, weight, bias, dout, dx)
-    xw = _window_inputs(x, win)
-    pre = _window_pre(xw, weight, bias)
-    sig = torch.sigmoid(pre)
-    gpre = g * sig * (1 + pre * (1 - sig))  # through SiLU
-    dweight = dweight + (xw * gpre[:, None]).sum(0).t().to(dweight.dtype)
+    sig = torch.sigmoid(fix.pre)
+    gpre = g * sig * (1 + fix.pre * (1 - sig))  # through SiLU
+    dweight = dweight + (fix.xw * gpre[:, None]).sum(0).t().to(dweight.dtype)
     dbias = None if dbias is None else dbias + gpre.sum(0).to(dbias.dtype)
-    w = weight.t().float()
-    for k, sel in enumerate(win.by_tap):
-        dx[win.rows[sel], :, win.taps[sel, k]] += (gpre[sel] * w[k]).to(dx.dtype)
+    # every tap of every corrected output in one scatter (windows overlap: accumulate); taps outside the output's
+    # document carry zero
+    taps = gpre[:, None] * weight.t().float() * win.inside[..., None]  # (A, W, D)
+    dx.permute(0, 2, 1).index_put_((win.rows[:, None].expand_as(win.taps), win.taps), taps.to(dx.dtype),
+                                   accumulate=True)
     return dx, dweight, dbias
 
 
@@ -137,7 +141,7 @@ class Mamba1InnerFn(torch.autograd.Function):
         if xz.stride(-1) != 1:
             xz = xz.contiguous()
         x, z = xz.chunk(2, dim=1)
-        u = conv_forward(kernel, x, conv_w, conv_b, docs.windows)
+        u, conv_fix = conv_forward(kernel, x, conv_w, conv_b, docs.windows)
         x_dbl = F.linear(u.transpose(1, 2).reshape(b * length, -1), x_proj_w)  # (B*L, R + 2N)
         delta = _delta(x_dbl, dt_proj_w, b, length)
         Bm, Cm = (x_dbl[:, i:i + n].view(b, length, n).transpose(1, 2)[:, None].contiguous()  # (B, 1, N, L)
@@ -146,7 +150,7 @@ class Mamba1InnerFn(torch.autograd.Function):
         out_z, out, states = kernel.fwd(u, delta, A, Bm, Cm, D, z, dt_bias)
         if st is not None:
             correct_output(out_z, st, D)
-        ctx.docs, ctx.kernel = docs, kernel
+        ctx.kernel, ctx.conv_fix, ctx.starts = kernel, conv_fix, st
         ctx.save_for_backward(xz, conv_w, conv_b, x_dbl, x_proj_w, dt_proj_w, out_w, A, Bm, Cm, D, dt_bias,
                               states, out)
         return F.linear(out_z.transpose(1, 2), out_w, out_b)
@@ -154,13 +158,14 @@ class Mamba1InnerFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         xz, conv_w, conv_b, x_dbl, x_proj_w, dt_proj_w, out_w, A, Bm, Cm, D, dt_bias, states, out = ctx.saved_tensors
-        docs, kernel = ctx.docs, ctx.kernel
+        kernel, conv_fix, st = ctx.kernel, ctx.conv_fix, ctx.starts
         b, _, length = xz.shape
         rank, n = dt_proj_w.shape[1], A.shape[1]
         x, z = xz.chunk(2, dim=1)
-        u = conv_forward(kernel, x, conv_w, conv_b, docs.windows)  # recomputed, as are delta and the construction
+        u, _ = conv_forward(kernel, x, conv_w, conv_b, conv_fix and conv_fix.win, conv_fix)  # recomputed, as is delta
         delta = _delta(x_dbl, dt_proj_w, b, length)
-        st = None if docs.starts is None else enter_resets(u, delta, z, A, dt_bias, *docs.starts)
+        if st is not None:
+            st.enter(u, delta)
         dxz = torch.empty_like(xz)
         dx, dz = dxz.chunk(2, dim=1)
         dout = dout.to(xz.dtype).reshape(b * length, -1).t()  # (M, B*L)
@@ -184,7 +189,7 @@ class Mamba1InnerFn(torch.autograd.Function):
         dx_proj_w = dx_dbl.t() @ u.transpose(1, 2).reshape(b * length, -1)
         du = _flat(du)
         dconv = _channel_major(torch.addmm(du, x_proj_w.t(), dx_dbl.t(), out=du), b, length)
-        dx, dconv_w, dconv_b = conv_backward(kernel, x, conv_w, conv_b, dconv, dx, docs.windows)
+        dx, dconv_w, dconv_b = conv_backward(kernel, x, conv_w, conv_b, dconv, dx, conv_fix)
         return (dxz, dconv_w, dconv_b, dx_proj_w.to(tx), ddt_proj_w.to(tdt), dout_w.to(tout), dout_b, dA, dD, ddt_bias,
                 None, None)
 

@@ -125,7 +125,8 @@ def _reset_step(A, bias, dtype):
 @dataclass
 class Starts:
     """The construction at the K document starts (rows, cols), (K, d_inner) fp32: true input, raw step + bias,
-    gate input, u / x scale; delta_k (d_inner,)."""
+    gate input, u / x scale; the raw step written there (d_inner,) in the kernel's dtype and the step delta_k it
+    gives (d_inner,) fp32."""
 
     rows: torch.Tensor
     cols: torch.Tensor
@@ -133,7 +134,13 @@ class Starts:
     pre: torch.Tensor
     zs: torch.Tensor
     scale: torch.Tensor
+    raw_k: torch.Tensor
     delta_k: torch.Tensor
+
+    def enter(self, u, raw) -> None:
+        """Write the construction into (recomputed) kernel inputs u and raw step (B, D, L) at the starts."""
+        u[self.rows, :, self.cols] = (self.xs * self.scale).to(u.dtype)
+        raw[self.rows, :, self.cols] = self.raw_k.expand_as(self.xs)
 
 
 def enter_resets(u, raw, z, A, bias, rows, cols) -> Starts:
@@ -141,10 +148,9 @@ def enter_resets(u, raw, z, A, bias, rows, cols) -> Starts:
     raw_k, delta_k = _reset_step(A, bias, raw.dtype)
     xs, zs = u[rows, :, cols].float(), z[rows, :, cols].float()  # (K, D)
     pre = raw[rows, :, cols].float() + bias.float()
-    scale = F.softplus(pre) / delta_k
-    u[rows, :, cols] = (xs * scale).to(u.dtype)
-    raw[rows, :, cols] = raw_k.expand_as(xs)
-    return Starts(rows, cols, xs, pre, zs, scale, delta_k)
+    st = Starts(rows, cols, xs, pre, zs, F.softplus(pre) / delta_k, raw_k, delta_k)
+    st.enter(u, raw)
+    return st
 
 
 def correct_output(out_z, st: Starts, D) -> None:
