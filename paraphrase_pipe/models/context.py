@@ -72,9 +72,12 @@ def document_positions(seq_idx: torch.Tensor) -> torch.Tensor:
 _compiled_block_mask = []
 
 
-def document_block_mask(seg: torch.Tensor, compile_mask: bool = False):
+def document_block_mask(seg: torch.Tensor, compile_mask: bool | None = None):
     """FlexAttention block mask of (B, L) segment ids: a query sees the keys of its own segment, causally.
-    `compile_mask` builds it with `torch.compile(create_block_mask)` instead of materialising (B, L, L) eagerly."""
+    `compile_mask` (default: on CUDA) builds it with `torch.compile(create_block_mask)` instead of materialising
+    (B, L, L) eagerly: 0.16 vs 9.1 ms at 8 x 2,048 on an H200 (benchmarks/flex_attention_gpu.py)."""
+    if compile_mask is None:
+        compile_mask = seg.is_cuda
     from torch.nn.attention.flex_attention import create_block_mask
 
     def document_causal(b, h, q, k):
