@@ -200,13 +200,18 @@ def mixer_agreement(dtype, args, device) -> list[dict]:
     return result
 
 
-def mixer_timing(args, device) -> list[dict]:
+def timing_inputs(args, device):
+    """The timed mixer (the mamba-2.8b-slimpj layer shape), its input, output gradient and packed segments."""
     b, L, d_model = args.batch, args.seq_len, args.d_inner // 2
     mixer = mixer_model(d_model, device)
-    params = list(mixer.parameters())
     hidden = torch.randn(b, L, d_model, device=device, requires_grad=True)
     grad = torch.randn(b, L, d_model, device=device, dtype=torch.bfloat16)
-    seg = packed_seg(b, L, device)
+    return mixer, list(mixer.parameters()), hidden, grad, packed_seg(b, L, device)
+
+
+def mixer_timing(args, device) -> list[dict]:
+    b, L = args.batch, args.seq_len
+    mixer, params, hidden, grad, seg = timing_inputs(args, device)
     ctx = SequenceContext(positions=None, seg=seg, kernels="auto")
     forwards = {"mamba_inner_fn, unpacked": lambda: _mamba_inner_ref(mixer, hidden),
                 "fused, unpacked": lambda: mixer.forward_fused(hidden, None),
@@ -260,12 +265,7 @@ def mixer_profile(args, device, out: Path) -> dict:
     top ops by CUDA and by CPU time, written to mixer_profile_*.txt."""
     from torch.profiler import ProfilerActivity, profile
 
-    b, L, d_model = args.batch, args.seq_len, args.d_inner // 2
-    mixer = mixer_model(d_model, device)
-    params = list(mixer.parameters())
-    hidden = torch.randn(b, L, d_model, device=device, requires_grad=True)
-    grad = torch.randn(b, L, d_model, device=device, dtype=torch.bfloat16)
-    seg = packed_seg(b, L, device)
+    mixer, params, hidden, grad, seg = timing_inputs(args, device)
     summary = {}
     for name, s in (("unpacked", None), ("packed", seg)):
         def step():
