@@ -136,7 +136,6 @@ class Starts:
     scale: torch.Tensor
     raw_k: torch.Tensor
     delta_k: torch.Tensor
-    skip: torch.Tensor | None = None  # the output correction, once computed (forward and backward share it)
 
     def enter(self, u, raw) -> None:
         """Write the construction into (recomputed) kernel inputs u and raw step (B, D, L) at the starts."""
@@ -156,9 +155,7 @@ def enter_resets(u, raw, z, A, bias, rows, cols) -> Starts:
 
 def correct_output(out_z, st: Starts, D) -> None:
     """The kernel's gated output at the starts gets D x - D u (gated), in place."""
-    if st.skip is None:
-        st.skip = D.float() * st.xs * (1 - st.scale) * F.silu(st.zs)
-    out_z[st.rows, :, st.cols] += st.skip.to(out_z.dtype)
+    out_z[st.rows, :, st.cols] += (D.float() * st.xs * (1 - st.scale) * F.silu(st.zs)).to(out_z.dtype)
 
 
 def correct_gradients(st: Starts, D, gs, du, draw, dz):
