@@ -27,6 +27,7 @@ CPU dry run (2 gloo processes, a tiny Mamba-2, fp32; builds its own input from t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -88,22 +89,23 @@ def train_args(args, size: str, mode: str, run: Path, save_every: int) -> list[s
 
 
 def launch(n: int, train: list[str], log: Path, device: str) -> subprocess.Popen:
-    """torchrun (`python -m torch.distributed.run`, what the console script runs) in a session of its own."""
+    """torchrun (`python -m torch.distributed.run`, what the console script runs), its output to `log`."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n), "-m",
            "paraphrase_pipe.train", *train]
     with open(log, "w") as f:
         f.write(" ".join(cmd) + "\n")
         f.flush()
-        return subprocess.Popen(cmd, env=child_env(device), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(cmd, env=child_env(device), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
 
 
 def finish(proc: subprocess.Popen, deadline: float) -> int:
-    """Wait for torchrun; past the deadline stop its whole session (torchrun and its ranks) and raise Cut."""
+    """Wait for torchrun; past the deadline kill it and its ranks (each in a session of its own) and raise Cut."""
     try:
         return proc.wait(timeout=max(1.0, deadline - time.time()))
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in [*rank_pids(proc.pid).values(), proc.pid]:
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                os.kill(pid, signal.SIGKILL)
         proc.wait()
         raise Cut(f"stopped at the deadline ({time.time() - START:.0f} s)") from None
 
