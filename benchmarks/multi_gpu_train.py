@@ -310,6 +310,8 @@ def main() -> None:
         print(json.dumps({k: v for k, v in row.items() if k != "losses"}), f"[{time.time() - START:.0f} s]",
               flush=True)
         (args.out / "multi_gpu_train.json").write_text(json.dumps(results, indent=1))
+        for log in args.work.glob("*.log"):  # the torchrun logs too, in case the call is cut later
+            shutil.copy(log, args.out / log.name)
 
     def section(name: str, fn, *a):
         """One section; a failure is recorded and the next sections still run, the deadline stops them all."""
@@ -333,8 +335,6 @@ def main() -> None:
                 straight = args.work / f"{size}_{mode}_n2"
                 section(f"{size} {mode} kill+resume", kill_and_resume, args, size, mode, args.work, deadline, straight)
                 prune(straight)
-    for log in args.work.glob("*.log"):
-        shutil.copy(log, args.out / log.name)
     print_table(rows, args.tol)
 
 
