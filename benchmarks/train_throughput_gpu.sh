@@ -13,6 +13,7 @@
 # restores the Triton autotune results; pydantic (needed by the trainer) goes to /tmp/site; the script then runs
 # its agreement checks (ours vs reference loss on the same weights and batch, fused vs plain loss) before timing.
 # One size's sweep (3 sides, micro-batch 4..64) takes ~3-8 min at 130M-780M; run larger sizes one per call.
+# BENCH=benchmarks/multi_gpu_train.py runs that script instead, on the same setup (2 GPUs: DDP / FSDP2 vs 1 GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-run}" in
@@ -35,7 +36,7 @@ case "${1:-run}" in
     if [ "${PACKED_CHECK:-0}" = "1" ]; then  # the Mamba-1 reset scan and fused mixer checks first (~1-2 min)
       python3 benchmarks/mamba1_packed_check.py --out "${OUT:-runs/train_throughput}"
     fi
-    python3 benchmarks/train_throughput.py --out "${OUT:-runs/train_throughput}" "$@"
+    python3 "${BENCH:-benchmarks/train_throughput.py}" --out "${OUT:-runs/train_throughput}" "$@"
     ;;
-  *) echo "usage: $0 stage | run [train_throughput.py args]" >&2; exit 2 ;;
+  *) echo "usage: $0 stage | run [train_throughput.py args]  (BENCH=benchmarks/multi_gpu_train.py: its args)" >&2; exit 2 ;;
 esac
