@@ -69,7 +69,7 @@ class GeneratedTokens(Counter):
     engines only (a server logs while it generates), checked against the manifest's window by `--modes local`."""
 
     def __init__(self, out: Path):
-        super().__init__(None)
+        super().__init__(None, period=0.1)  # often: a process's last report lives until the build deletes cache/
         self.out, self.most = out, {}
         self.first_answer: dict[str, float] = {}  # progress file stem -> when it first reported tokens
         self.log_sizes: dict[str, int] = {}
@@ -164,6 +164,11 @@ class EngineKiller:
         except (OSError, ValueError):
             return []
 
+    def _answered(self, pid: int) -> int:
+        """Tokens this engine process has answered so far (a Ray engine actor writes its own progress file): the
+        victim is one that is generating, not an idle one."""
+        return sum(n for (stem, _), n in list(self.tokens.most.items()) if stem.endswith(f"-{pid}"))
+
     def _run(self) -> None:
         seen: set[int] = set()
         before: set[int] = set()  # the engines when one was killed
@@ -173,12 +178,14 @@ class EngineKiller:
             if "killed_pid" not in self.record:
                 if engines and self.tokens.samples and self.tokens.samples[-1][1] >= self.at:
                     before = set(engines)
-                    self._kill(engines[-1])
+                    self._kill(max(engines, key=self._answered))
             elif "replacement_pid" not in self.record:
                 new = [pid for pid in engines if pid not in before]
                 if new:
                     self.record.update(replacement_pid=new[0], replacement_after_s=round(time.perf_counter() - self._killed_at, 1))
         self.record["engine_pids_seen"] = sorted(seen)
+        if self.mode == "ray" and "replacement_pid" in self.record:  # answers it gave (generated, or its request cache's)
+            self.record["replacement_answered_tokens"] = self._answered(self.record["replacement_pid"])
 
     def _kill(self, victim: int) -> None:
         if self.mode == "ray":  # the actor and its engine core (vLLM's child process): what a lost GPU worker takes
@@ -345,7 +352,8 @@ def table(results: dict, notes: list[str]) -> str:
         vs_text = "–" if not vs else f"{'same' if vs['keys_equal'] else 'DIFFER'} / {vs['answers_equal']}/{vs['of']}"
         k = s.get("kill")
         kill_text = "–" if not k else (f"{k.get('killed', 'NOT killed')} at {k.get('tokens_at_kill', 0):,} tok; replacement "
-                                       f"{'after ' + str(k['replacement_after_s']) + ' s' if 'replacement_pid' in k else 'not seen'}")
+                                       f"{'started after ' + str(k['replacement_after_s']) + ' s' if 'replacement_pid' in k else 'not seen'}"
+                                       + (f", answered {k['replacement_answered_tokens']:,} tok" if "replacement_answered_tokens" in k else ""))
         status = s.get("cut") or (f"exit {s['exit_code']}" if s["exit_code"] else "")
         lines.append(f"| {name}{' (' + status + ')' if status else ''} | {s['engines']} | {s.get('chunks', '–')} | "
                      f"{w.get('output_tokens', '–')} | {w.get('window_s', '–')} | {w.get('output_tok_s', '–')} | "
@@ -376,7 +384,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=512)
     parser.add_argument("--docs", type=int, default=None, help="documents of the bundled sample (default: all 332)")
     parser.add_argument("--corpus-docs", type=int, default=0, help="build on this many documents made from the sample instead")
-    parser.add_argument("--docs-per-task", type=int, default=32)
+    parser.add_argument("--docs-per-task", type=int, default=32, help="the build's task size: on Ray a task's rows "
+                        "reach one engine actor, so two engines share the work only when there are many tasks")
     parser.add_argument("--max-tokens", type=int, default=0, help="cap on new tokens (0: the build's rule)")
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--max-model-len", type=int, default=4096)
@@ -420,11 +429,14 @@ def main() -> None:
     print(notes[0], flush=True)
     results: dict[str, dict] = {}
     try:
-        for mode in args.modes:
-            if mode == "ray" and importlib.util.find_spec("ray") is None:
-                notes.append("ray: not run (ray is not importable here)")
-                continue
-            for label in (k for k in LABELS if k in args.sections and (mode != "local" or k == "one")):
+        if "ray" in args.modes and importlib.util.find_spec("ray") is None:
+            notes.append("ray: not run (ray is not importable here)")
+            args.modes.remove("ray")
+        # the ratios of every mode first, then the kills, then the window check: a cut run keeps what matters most
+        order = [(m, k) for group in (("two", "one"), ("kill",)) for m in args.modes if m != "local" for k in group]
+        order += [("local", "one")] if "local" in args.modes else []
+        for mode, label in order:
+            if label in args.sections:
                 if deadline - time.perf_counter() < 30:
                     notes.append(f"{mode}-{label}: not run (the --budget ran out)")
                     continue
