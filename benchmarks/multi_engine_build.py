@@ -50,8 +50,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from engine_saturation import NO_FILTERS, Counter, front_rows  # noqa: E402
-from engine_saturation_inprocess import build_flags, write_corpus, write_shape  # noqa: E402
+from engine_saturation import Counter, front_rows  # noqa: E402
+from engine_saturation_inprocess import add_build_options, build_flags, prepare  # noqa: E402
 
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 ENGINE_ACTOR = "ray::MapWorker(MapBatches(_Engine))"  # the process title of a Ray engine actor
@@ -147,14 +147,15 @@ def kill_pids(pids) -> None:
 
 
 class EngineKiller:
-    """Beside a running build: once it has generated `at_tokens`, kill -9 one engine, then watch for its
-    replacement (a new engine actor process / a new pid of the managed server)."""
+    """Beside a running build (from construction to stop()): once it has generated `at_tokens`, kill -9 one engine,
+    then watch for its replacement (a new engine actor process / a new pid of the managed server)."""
 
     def __init__(self, mode: str, build: subprocess.Popen, out: Path, tokens: GeneratedTokens, at_tokens: float):
         self.mode, self.build, self.out, self.tokens, self.at = mode, build, out, tokens, at_tokens
         self.record: dict = {"at_tokens": int(at_tokens)}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
     def _engines(self) -> list[int]:
         if self.mode == "ray":
@@ -202,11 +203,7 @@ class EngineKiller:
         self._killed_at = time.perf_counter()
         self.record.update(killed_pid=victim, killed=what, tokens_at_kill=int(self.tokens.samples[-1][1]))
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -219,7 +216,7 @@ def run_build(cmd: list[str], out: Path, timeout: float, env: dict, kill: tuple 
     killer = None
     with GeneratedTokens(out) as tokens:
         if kill:
-            killer = EngineKiller(kill[0], build, out, tokens, kill[1]).__enter__()
+            killer = EngineKiller(kill[0], build, out, tokens, kill[1])
         try:
             code = build.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -233,7 +230,7 @@ def run_build(cmd: list[str], out: Path, timeout: float, env: dict, kill: tuple 
             code = None
         finally:
             if killer:
-                killer.__exit__()
+                killer.stop()
     result = {"exit_code": code, "wall_s": round(time.perf_counter() - started, 1), "progress_window": tokens.window()}
     if code is None:
         result["cut"] = f"killed at its {timeout:.0f} s deadline"
@@ -376,25 +373,10 @@ def main() -> None:
                         help="local: one build with the in-process engine in the build process, whose manifest window "
                         "checks the progress-report window that Ray's figures use")
     parser.add_argument("--sections", nargs="+", choices=tuple(LABELS), default=list(LABELS), help="which builds of each mode")
-    parser.add_argument("--model", help="model dir (default: the tests' tiny model, or --shape)")
-    parser.add_argument("--shape", help="GPU: a Llama config of this shape (engine_saturation_inprocess.py SHAPES), with --dummy")
-    parser.add_argument("--model-tokenizer-dir", type=Path, help="tokenizer files for --shape")
-    parser.add_argument("--dummy", action="store_true", help="random weights (vLLM load_format dummy)")
-    parser.add_argument("--cpu", action="store_true", help="vLLM's CPU build: float32, eager, top_p 1, no GPUs")
-    parser.add_argument("--tokenizer", default="builtin:gpt2", help="the build's chunking tokenizer")
-    parser.add_argument("--chunk", type=int, default=512)
-    parser.add_argument("--docs", type=int, default=None, help="documents of the bundled sample (default: all 332)")
-    parser.add_argument("--corpus-docs", type=int, default=0, help="build on this many documents made from the sample instead")
-    parser.add_argument("--docs-per-task", type=int, default=32, help="the build's task size: on Ray a task's rows "
-                        "reach one engine actor, so two engines share the work only when there are many tasks")
-    parser.add_argument("--max-tokens", type=int, default=0, help="cap on new tokens (0: the build's rule)")
-    parser.add_argument("--max-num-seqs", type=int, default=256)
-    parser.add_argument("--max-model-len", type=int, default=4096)
-    parser.add_argument("--gpu-memory-utilization", type=float)
-    parser.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE", help="another vLLM engine argument")
-    parser.add_argument("--workers", type=int, default=12, help="the build's CPU workers")
+    add_build_options(parser)
+    parser.set_defaults(workers=12)
     parser.add_argument("--batch-size", type=int, default=64, help="Ray: rows per call into an engine actor (small: "
-                        "the replicas share the work evenly)")
+                        "the replicas share the work evenly; a task's rows reach one actor, so keep --docs-per-task small too)")
     parser.add_argument("--kill-at", type=float, default=0.3, help="kill one engine once this share of the two-engine "
                         "build's output tokens is generated")
     parser.add_argument("--section-timeout", type=float, default=300, help="seconds for one build")
@@ -413,14 +395,7 @@ def main() -> None:
     from paraphrase_pipe.config import BuildConfig
 
     work = Path(tempfile.mkdtemp(prefix="multi-engine-"))
-    (work / "recipe.yaml").write_text(NO_FILTERS + f"docs_per_task: {args.docs_per_task}\n")
-    args.input = write_corpus(work / "corpus", args.corpus_docs) if args.corpus_docs else None
-    if args.shape:
-        args.model = str(write_shape(work / f"llama-{args.shape}", args.shape, args.model_tokenizer_dir))
-    elif args.model is None:
-        from tests.engines.tiny_llm import build_tiny_llm
-
-        args.model = str(build_tiny_llm(work / "tiny-llm"))
+    prepare(args, work)
     rows = front_rows(BuildConfig(chunk=args.chunk, tokenizer=args.tokenizer, limit=args.docs or None,
                                   **({"input": [str(args.input)]} if args.input else {})))
     input_keys = {k for k in rows["chunk_id"].to_pylist() if k is not None}
