@@ -20,7 +20,7 @@
 #                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8
 #   two-engine           (nvidia-h200-x2) benchmarks/multi_engine_build.py: one vs two engines on the same build, Ray
 #                        --replicas 1/2 and --serve with 1/2 servers, 1.7B shape, chunk 512; exactly-once checks and a
-#                        kill -9 of one engine mid-build; MODES (default "ray serve"), SECTIONS (default "two one kill"),
+#                        kill -9 of one engine mid-build; MODES (default "ray serve local"), SECTIONS (default "two one kill"),
 #                        TWO_BUDGET (s, default 480; the ratios run first, then the kills)
 # DOCS (documents of the bundled sample), MAX_NUM_SEQS, ROUNDS override the defaults.
 set -uo pipefail
@@ -87,7 +87,7 @@ EOF
       vllm_site && NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONPATH=/tmp/site:$PWD \
         timeout "${TWO_TIMEOUT:-520}" python3 benchmarks/multi_engine_build.py --shape 1.7b --dummy --model-tokenizer-dir .gpu2/tok \
         --chunk 512 --docs "${DOCS:-332}" --max-num-seqs 256 --max-model-len 4096 --workers 12 --batch-size 64 \
-        --modes ${MODES:-ray serve} --sections ${SECTIONS:-two one kill} --section-timeout 240 --budget "${TWO_BUDGET:-480}" \
+        --modes ${MODES:-ray serve local} --sections ${SECTIONS:-two one kill} --section-timeout 240 --budget "${TWO_BUDGET:-480}" \
         --out "$OUT/two-engine" ;;
     *) echo "unknown section $section" >&2 ;;
   esac

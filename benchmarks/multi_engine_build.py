@@ -311,9 +311,11 @@ def run_section(args, work: Path, mode: str, label: str, input_keys: set[str], r
     section = {"mode": mode, "engines": LABELS[label], **run_build(cmd, out, timeout, env, kill)}
     manifest = out / "manifest.json"
     if section["exit_code"] == 0 and manifest.exists():
-        run = json.loads(manifest.read_text())["runs"][-1]
+        data = json.loads(manifest.read_text())
+        run, counts = data["runs"][-1], data.get("counts", {})
         section.update(engine_window=run.get("engine_window"), generated_tokens=run.get("generated_tokens"),
-                       chunks=run.get("chunks"), elapsed_s=run.get("elapsed_s"))
+                       chunks=run.get("chunks"), accepted=counts.get("accepted"), rejected=counts.get("rejected"),
+                       elapsed_s=run.get("elapsed_s"))
         section["exactly_once"] = exactly_once(out, input_keys)
         one = work / f"out-{mode}-one"
         if label != "one" and (one / "manifest.json").exists():
