@@ -98,17 +98,25 @@ class Counter:
         return last_value - first_value, active, (last_value - first_value) / active, sum(occupancy) / len(occupancy)
 
 
-def requests_of_a_build(config, engine_options: dict) -> list[dict]:
-    """The completion payloads a build with this config sends, made by the build's own code."""
+def front_rows(config):
+    """What a build with this config reads and chunks (every chunk, and the rows dead-lettered before the LLM), made
+    by the build's own code."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from paraphrase_pipe.engines import create_engine
     from paraphrase_pipe.pipeline import Pipeline
     from paraphrase_pipe.sources import discover, plan_tasks
 
     front = Pipeline(config.model_copy(update={"engine": "none", "engine_options": {}}), dry_run=True)
-    rows = pa.concat_tables([front.front(t) for t in plan_tasks(discover(config.input), config)])
+    return pa.concat_tables([front.front(t) for t in plan_tasks(discover(config.input), config)])
+
+
+def requests_of_a_build(config, engine_options: dict) -> list[dict]:
+    """The completion payloads a build with this config sends, made by the build's own code."""
+    import pyarrow.compute as pc
+
+    from paraphrase_pipe.engines import create_engine
+
+    rows = front_rows(config)
     chunks = rows.filter(pc.is_null(rows["reject_reason"])).to_pylist()
     engine = create_engine("openai", engine_options)
     engine._open()

@@ -204,10 +204,9 @@ def plan_check(planned: dict, build: dict) -> str:
         f" (plan took {planned['plan_wall_s']:.0f} s on {planned['sample_chunks']} chunks)"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--side", choices=("both", "direct"), default="both", help=argparse.SUPPRESS)
-    parser.add_argument("--requests", help=argparse.SUPPRESS)
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    """The options `build_flags` and `prepare` read: model, input, chunking, engine arguments, workers (also
+    multi_engine_build.py's)."""
     parser.add_argument("--model", help="model dir/id (default: the tiny test model, or --shape)")
     parser.add_argument("--shape", choices=sorted(SHAPES), help="write a config of this shape (use with --dummy)")
     parser.add_argument("--model-tokenizer-dir", type=Path, help="tokenizer files for --shape (a tokenizer.json + chat template)")
@@ -221,11 +220,33 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--gpu-memory-utilization", type=float)
     parser.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="another vLLM engine argument for both sides (e.g. kv_cache_dtype=fp8); repeatable")
+                        help="another vLLM engine argument for every engine (e.g. kv_cache_dtype=fp8); repeatable")
     parser.add_argument("--workers", type=int, default=8, help="the build's CPU workers")
     parser.add_argument("--docs-per-task", type=int, default=32, help="the build's task size (many task boundaries; 0: the build's default)")
     parser.add_argument("--corpus-docs", type=int, default=0, help="build on this many documents made from the sample "
                         "(its lines reshuffled per document: new prompts, the sample's lengths) instead of the sample")
+
+
+def prepare(args, work: Path) -> None:
+    """In `work`: the recipe (filters off, the task size), the input (--corpus-docs) and the model (--shape, or the
+    tiny test model); sets args.input and args.model."""
+    from engine_saturation import NO_FILTERS
+
+    (work / "recipe.yaml").write_text(NO_FILTERS + (f"docs_per_task: {args.docs_per_task}\n" if args.docs_per_task else ""))
+    args.input = write_corpus(work / "corpus", args.corpus_docs) if args.corpus_docs else None
+    if args.shape:
+        args.model = str(write_shape(work / f"llama-{args.shape}", args.shape, args.model_tokenizer_dir))
+    elif args.model is None:
+        from tests.engines.tiny_llm import build_tiny_llm
+
+        args.model = str(build_tiny_llm(work / "tiny-llm"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--side", choices=("both", "direct"), default="both", help=argparse.SUPPRESS)
+    parser.add_argument("--requests", help=argparse.SUPPRESS)
+    add_build_options(parser)
     parser.add_argument("--plan", action="store_true", help="also run `plan` with the same options and compare it with the build")
     parser.add_argument("--plan-chunks", type=int, default=512, help="plan's --sample-chunks (at least the engine's batch)")
     parser.add_argument("--plan-docs", type=int, default=64, help="plan's --sample-docs")
@@ -238,17 +259,8 @@ def main() -> None:
     if args.side == "direct":
         return direct_side(args)
 
-    from engine_saturation import NO_FILTERS
-
     work = Path(tempfile.mkdtemp(prefix="saturation-inprocess-"))
-    (work / "recipe.yaml").write_text(NO_FILTERS + (f"docs_per_task: {args.docs_per_task}\n" if args.docs_per_task else ""))
-    args.input = write_corpus(work / "corpus", args.corpus_docs) if args.corpus_docs else None
-    if args.shape:
-        args.model = str(write_shape(work / f"llama-{args.shape}", args.shape, args.model_tokenizer_dir))
-    elif args.model is None:
-        from tests.engines.tiny_llm import build_tiny_llm
-
-        args.model = str(build_tiny_llm(work / "tiny-llm"))
+    prepare(args, work)
     rounds, planned = [], None
     try:
         payloads = build_requests(args, work) if not args.build_only else None

@@ -18,6 +18,10 @@
 #                        pipeline's hardest case), engine start and the whole-build rate vs the window; `plan` vs it
 #   steady-8b-2048 / steady-1.7b-2048   per-GPU rate at chunk 2048 on a corpus of STEADY_DOCS documents (several
 #                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8
+#   two-engine           (nvidia-h200-x2) benchmarks/multi_engine_build.py: one vs two engines on the same build, Ray
+#                        --replicas 1/2 and --serve with 1/2 servers, 1.7B shape, chunk 512; exactly-once checks and a
+#                        kill -9 of one engine mid-build; MODES (default "ray serve local"), SECTIONS (default "two one kill"),
+#                        TWO_BUDGET (s, default 480; the ratios run first, then the kills)
 # DOCS (documents of the bundled sample), MAX_NUM_SEQS, ROUNDS override the defaults.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +81,14 @@ EOF
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SERVE_TIMEOUT:-420}" python3 benchmarks/engine_saturation.py --engine $engine --gpu --shape 1.7b \
         --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --docs-per-task 32 --max-tokens 0 --max-model-len 4096 \
         --max-num-seqs 256 --concurrency 512 --workers 12 --top-p 0.95 --repeat 2 --json "$OUT/$section.json" ;;
+    two-engine)
+      nvidia-smi -L
+      python3 -c "import ray; print('ray', ray.__version__)" || echo "two-engine: ray is not importable here: the Ray rows will be skipped"
+      vllm_site && NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONPATH=/tmp/site:$PWD \
+        timeout "${TWO_TIMEOUT:-520}" python3 benchmarks/multi_engine_build.py --shape 1.7b --dummy --model-tokenizer-dir .gpu2/tok \
+        --chunk 512 --docs "${DOCS:-332}" --max-num-seqs 256 --max-model-len 4096 --workers 12 --batch-size 64 \
+        --modes ${MODES:-ray serve local} --sections ${SECTIONS:-two one kill} --section-timeout 240 --budget "${TWO_BUDGET:-480}" \
+        --out "$OUT/two-engine" ;;
     *) echo "unknown section $section" >&2 ;;
   esac
 done
