@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,6 +25,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from paraphrase_pipe.models.attention import _flex_attention  # noqa: E402
 from paraphrase_pipe.models.context import document_block_mask  # noqa: E402
+from mamba1_packed_check import rel, time_it  # noqa: E402  (same directory)
 
 
 def segments(b, L, device, docs=4, seed=0):
@@ -38,21 +38,6 @@ def dense_mask(seg):
     L = seg.shape[1]
     causal = torch.ones(L, L, dtype=torch.bool, device=seg.device).tril()
     return ((seg[:, :, None] == seg[:, None, :]) & causal)[:, None]
-
-
-def timed(fn, reps):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / reps * 1e3
-
-
-def rel(a, b):
-    return float((a.float() - b.float()).norm() / b.float().norm())
 
 
 def run(b, L, heads, dim, reps, device):
@@ -88,9 +73,9 @@ def run(b, L, heads, dim, reps, device):
     for rnd in (1, 2):
         order = list(sides.items()) if rnd == 1 else list(sides.items())[::-1]
         for name, attn in order:
-            times.setdefault(f"fwd+bwd {name}", []).append(round(timed(lambda: fwd_bwd(attn), reps), 3))
+            times.setdefault(f"fwd+bwd {name}", []).append(round(time_it(lambda: fwd_bwd(attn), reps, device, warmup=3) * 1e3, 3))
         for name, make in (masks.items() if rnd == 1 else list(masks.items())[::-1]):
-            times.setdefault(f"build {name}", []).append(round(timed(make, reps), 3))
+            times.setdefault(f"build {name}", []).append(round(time_it(make, reps, device, warmup=3) * 1e3, 3))
     row["ms"] = times
     for name, ms in times.items():
         print(f"  {name:36s} {' / '.join(f'{m:8.3f}' for m in ms)} ms", flush=True)

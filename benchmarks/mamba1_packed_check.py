@@ -78,8 +78,9 @@ def agreement(scan, dtype, args, device) -> dict:
             "rel": errs}
 
 
-def time_it(fn, reps, device) -> float:
-    for _ in range(2):
+def time_it(fn, reps, device, warmup: int = 2) -> float:
+    """Seconds per call of `fn`, after `warmup` calls."""
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize(device)
     start = time.perf_counter()
