@@ -11,6 +11,8 @@ causal mask for SDPA (CPU, and whenever a KV cache is involved).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,18 +44,18 @@ def append_kv(ctx: SequenceContext, key: str, k: torch.Tensor, v: torch.Tensor):
     return k, v
 
 
-_flex = {}
+@functools.cache
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def _flex_attention(device: torch.device):
     """flex_attention, compiled on CUDA (its eager form is a slow reference); eager elsewhere."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    if device.type != "cuda":
-        return flex_attention
-    if "compiled" not in _flex:
-        _flex["compiled"] = torch.compile(flex_attention, dynamic=False)
-    return _flex["compiled"]
+    return _compiled_flex_attention() if device.type == "cuda" else flex_attention
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: SequenceContext, scale: float | None = None):

@@ -12,6 +12,7 @@ dense `attn_mask` (`kernels.use_flex_attention`): same function, no (B, L, L) ma
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -69,7 +70,11 @@ def document_positions(seq_idx: torch.Tensor) -> torch.Tensor:
     return _positions_from_starts(_segment_starts(seq_idx, torch.ones_like(seq_idx[:, 0], dtype=torch.bool)))
 
 
-_compiled_block_mask = []
+@functools.cache
+def _compiled_create_block_mask():
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return torch.compile(create_block_mask)
 
 
 def document_block_mask(seg: torch.Tensor, compile_mask: bool | None = None):
@@ -83,9 +88,7 @@ def document_block_mask(seg: torch.Tensor, compile_mask: bool | None = None):
     def document_causal(b, h, q, k):
         return (seg[b, q] == seg[b, k]) & (k <= q)
 
-    if compile_mask and not _compiled_block_mask:
-        _compiled_block_mask.append(torch.compile(create_block_mask))
-    make = _compiled_block_mask[0] if compile_mask else create_block_mask
+    make = _compiled_create_block_mask() if compile_mask else create_block_mask
     batch, length = seg.shape
     return make(document_causal, batch, None, length, length, device=seg.device)
 
