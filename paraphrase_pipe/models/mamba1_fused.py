@@ -84,17 +84,16 @@ class ConvFix:
     pre: torch.Tensor
 
 
-def conv_forward(kernel, x, weight, bias, win: ConvWindows | None, fix: ConvFix | None = None):
+def conv_forward(kernel, x, weight, bias, win: ConvWindows | None = None, fix: ConvFix | None = None):
     """SiLU(causal conv) of x (B, D, L) in the kernel's layout, taps across a document boundary count as zero.
-    Returns (output, the ConvFix to pass back in when recomputing, None without windows)."""
+    Returns (output, its ConvFix or None without windows); recomputing, pass that `fix` instead of `win`."""
     out = kernel.conv(x, weight, bias)
-    if win is None:
-        return out, None
-    if fix is None:
+    if fix is None and win is not None:
         xw = x[win.rows[:, None], :, win.taps].float() * win.inside[..., None]
         pre = (xw * weight.t().float()).sum(1)
         fix = ConvFix(win, xw, pre if bias is None else pre + bias.float())
-    out[win.rows, :, win.cols] = F.silu(fix.pre).to(out.dtype)
+    if fix is not None:
+        out[fix.win.rows, :, fix.win.cols] = F.silu(fix.pre).to(out.dtype)
     return out, fix
 
 
@@ -164,7 +163,7 @@ class Mamba1InnerFn(torch.autograd.Function):
         b, _, length = xz.shape
         rank, n = dt_proj_w.shape[1], A.shape[1]
         x, z = xz.chunk(2, dim=1)
-        u, _ = conv_forward(kernel, x, conv_w, conv_b, conv_fix and conv_fix.win, conv_fix)  # recomputed, as is delta
+        u, _ = conv_forward(kernel, x, conv_w, conv_b, fix=conv_fix)  # recomputed, as is delta
         delta = _delta(x_dbl, dt_proj_w, b, length)
         if st is not None:
             st.enter(u, delta)
