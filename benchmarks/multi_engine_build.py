@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from engine_saturation import Counter, front_rows  # noqa: E402
 from engine_saturation_inprocess import add_build_options, build_flags, prepare  # noqa: E402
+from processes import descendants, kill_pids  # noqa: E402
 
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 ENGINE_ACTOR = "ray::MapWorker(MapBatches(_Engine))"  # the process title of a Ray engine actor
@@ -116,36 +117,6 @@ class GeneratedTokens(Counter):
 
 
 # ---- processes ------------------------------------------------------------------------------------------------
-def descendants(root: int) -> list[tuple[int, str]]:
-    """(pid, command line) of every live descendant of `root`, from /proc (no psutil needed on the GPU machine)."""
-    parent, cmdline = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            parent[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-            cmdline[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, ValueError):
-            continue
-    found, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop()
-        for child, ppid in parent.items():
-            if ppid == pid:
-                found.append((child, cmdline[child]))
-                frontier.append(child)
-    return found
-
-
-def kill_pids(pids) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 class EngineKiller:
     """Beside a running build (from construction to stop()): once it has generated `at_tokens`, kill -9 one engine,
     then watch for its replacement (a new engine actor process / a new pid of the managed server)."""

@@ -27,7 +27,6 @@ CPU dry run (2 gloo processes, a tiny Mamba-2, fp32; builds its own input from t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from processes import children, kill_pids  # noqa: E402
 from train_throughput import SIZES  # noqa: E402 - the state-spaces shapes (d_model, n_layer, layer)
 
 from paraphrase_pipe.train.metrics import read_metrics  # noqa: E402
@@ -103,9 +103,7 @@ def finish(proc: subprocess.Popen, deadline: float) -> int:
     try:
         return proc.wait(timeout=max(1.0, deadline - time.time()))
     except subprocess.TimeoutExpired:
-        for pid in [*rank_pids(proc.pid).values(), proc.pid]:
-            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
-                os.kill(pid, signal.SIGKILL)
+        kill_pids([*rank_pids(proc.pid).values(), proc.pid])
         proc.wait()
         raise Cut(f"stopped at the deadline ({time.time() - START:.0f} s)") from None
 
@@ -119,18 +117,14 @@ def run_train(n: int, train: list[str], log: Path, device: str, deadline: float)
 def rank_pids(torchrun_pid: int) -> dict[int, int]:
     """RANK -> pid of torchrun's worker processes (its children, read from /proc)."""
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in children(torchrun_pid):
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid != torchrun_pid:
-                continue
-            env = dict(item.split("=", 1) for item in (entry / "environ").read_text().split("\0") if "=" in item)
-        except (OSError, ValueError, IndexError):
+            environ = (Path("/proc") / str(pid) / "environ").read_text().split("\0")
+        except OSError:
             continue  # exited meanwhile
+        env = dict(item.split("=", 1) for item in environ if "=" in item)
         if "RANK" in env:
-            found[int(env["RANK"])] = int(entry.name)
+            found[int(env["RANK"])] = pid
     return found
 
 
