@@ -196,6 +196,17 @@ def run_plan(args, work: Path) -> dict:
     return {**json.loads(text), "plan_wall_s": time.perf_counter() - started}
 
 
+def scheduler(b: dict) -> str:
+    """vLLM's own figures for the build's engine (SchedulerWatch): the steady rate while requests waited, the batch
+    it really ran, the KV cache's peak."""
+    c = b["engine_counter"]
+    if c.get("saturated_tok_s") is None:
+        return "vLLM: no interval with requests waiting"
+    return (f"vLLM while requests waited: {c['saturated_tok_s']:,.0f} tok/s over {c['saturated_s']:.0f} s "
+            f"({1e9 / c['saturated_tok_s'] / 3600:,.1f} GPU-hours per billion), running at most {c['max_running']}, "
+            f"KV cache peak {c['kv_cache_peak']:.0%}")
+
+
 def plan_check(planned: dict, build: dict) -> str:
     """plan's projection over the build it projected: chunks, output tokens, wall time (target within +-20%)."""
     pairs = {"chunks": (planned["chunks"], build["chunks"]), "output tokens": (planned["output_tokens"], build["output_tokens"]),
@@ -282,7 +293,7 @@ def main() -> None:
                       f"{b['engine_counter']['mean_in_flight']:.0f}, full {b['engine_counter']['full_fraction']:.0%}, max_num_seqs "
                       f"{b['full_at']}); whole build {b['wall_s']:.1f} s = {b['end_to_end_tok_s']:,.0f} tok/s "
                       f"({b['end_to_end_tok_s'] / b['output_tok_s']:.3f} x the window); engine start {b.get('start_s', 0):.1f} s, "
-                      f"after it {b['after_start_tok_s']:,.0f} tok/s ({b['after_start_tok_s'] / b['output_tok_s']:.3f} x)", flush=True)
+                      f"after it {b['after_start_tok_s']:,.0f} tok/s ({b['after_start_tok_s'] / b['output_tok_s']:.3f} x); {scheduler(b)}", flush=True)
                 continue
             d = got["direct"]
             print(f"round {index + 1} ({' then '.join(order)}): direct {d['output_tokens']:,} tok in {d['window_s']:.1f} s = "
@@ -290,7 +301,7 @@ def main() -> None:
                   f"{b['output_tok_s']:,.0f} tok/s (ratio {b['output_tok_s'] / d['output_tok_s']:.3f}); "
                   f"build in flight {b['mean_in_flight']:.0f} (vLLM's counter {b['engine_counter']['mean_in_flight']:.0f}, "
                   f"full {b['engine_counter']['full_fraction']:.0%} of the window, max_num_seqs {b['full_at']}); "
-                  f"whole build {b['wall_s']:.1f} s = {b['end_to_end_tok_s']:,.0f} tok/s", flush=True)
+                  f"whole build {b['wall_s']:.1f} s = {b['end_to_end_tok_s']:,.0f} tok/s; {scheduler(b)}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mean = lambda side, key: sum(r[side][key] for r in rounds) / len(rounds)  # noqa: E731

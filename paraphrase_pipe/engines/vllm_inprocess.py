@@ -47,6 +47,7 @@ class VLLMEngine(LLMEngine):
         o = self.options
         kwargs = o.vllm_kwargs(model=o.model, revision=o.revision, tokenizer=o.model_tokenizer, seed=o.seed,
                                max_model_len=o.max_model_len)
+        kwargs.setdefault("disable_log_stats", False)  # vLLM's own scheduler figures (SchedulerWatch)
         if o.tensor_parallel_size > 1:
             # Inside a Ray actor vLLM would otherwise try to build its own placement group: the actor already holds
             # the group's GPUs, so plain worker processes on them are what we want.
@@ -67,6 +68,7 @@ class VLLMEngine(LLMEngine):
         self._in_flight.full_at = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         self._unfinished = InFlight()  # vLLM's own count of unfinished requests, read by the stepper at every step
         self._unfinished.full_at = self._in_flight.full_at
+        self._watch = SchedulerWatch(self.llm.llm_engine) if not kwargs["disable_log_stats"] else None
         self._inbox: queue.Queue[_Batch] = queue.Queue()
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
@@ -123,6 +125,8 @@ class VLLMEngine(LLMEngine):
             try:
                 self._unfinished.observe(engine.get_num_unfinished_requests())
                 outputs = engine.step()
+                if self._watch is not None:
+                    self._watch.poll()
                 for out in outputs:
                     if out.finished and out.request_id in live:
                         batch, request, started = live.pop(out.request_id)
@@ -148,6 +152,8 @@ class VLLMEngine(LLMEngine):
         if self._stepper is not None:
             engine = self._unfinished.stats()
             stats["engine_counter"] = {k: engine.get(k) for k in ("mean_in_flight", "full_fraction", "window_s")}
+            if self._watch is not None:
+                stats["engine_counter"].update(self._watch.stats())
         return stats
 
     def close(self) -> None:
@@ -162,6 +168,41 @@ class VLLMEngine(LLMEngine):
             engine_core = getattr(llm.llm_engine, "engine_core", None)
             if engine_core is not None and hasattr(engine_core, "shutdown"):
                 engine_core.shutdown()
+
+
+class SchedulerWatch:
+    """vLLM's own Prometheus figures, sampled about once a second by the stepper: output tokens generated, requests
+    running and waiting, KV-cache use. `saturated_tok_s` is the generation rate over the intervals in which requests
+    were waiting at both ends: the engine ran as many as it could (max_num_seqs or the KV cache), so this is the
+    steady per-GPU rate, free of the start and of the tail where the last requests drain; `max_running` is the
+    batch it really ran (below max_num_seqs: the KV cache was the limit)."""
+
+    NAMES = {"vllm:generation_tokens": "tokens", "vllm:num_requests_running": "running",
+             "vllm:num_requests_waiting": "waiting", "vllm:kv_cache_usage_perc": "kv"}
+
+    def __init__(self, engine, every_s: float = 1.0):
+        self.engine, self.every_s = engine, every_s
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._next = 0.0
+
+    def poll(self) -> None:
+        now = time.perf_counter()
+        if now < self._next:
+            return
+        self._next = now + self.every_s
+        values = dict.fromkeys(self.NAMES.values(), 0.0)
+        for metric in self.engine.get_metrics():  # summed over the engine's labels (one per engine core)
+            if (key := self.NAMES.get(metric.name)) is not None:
+                values[key] += metric.value
+        self.samples.append((now, values))
+
+    def stats(self) -> dict[str, Any]:
+        pairs = [(a, b) for a, b in zip(self.samples, self.samples[1:]) if a[1]["waiting"] > 0 and b[1]["waiting"] > 0]
+        seconds = sum(b[0] - a[0] for a, b in pairs)
+        tokens = sum(b[1]["tokens"] - a[1]["tokens"] for a, b in pairs)
+        return {"saturated_s": round(seconds, 1), "saturated_tok_s": round(tokens / seconds, 1) if seconds else None,
+                "max_running": int(max((v["running"] for _, v in self.samples), default=0)),
+                "kv_cache_peak": round(max((v["kv"] for _, v in self.samples), default=0.0), 3)}
 
 
 class _Batch:

@@ -72,6 +72,10 @@ def test_feeder_keeps_the_engine_full_and_bounded_whatever_the_task_size(inproce
     assert window["engine_counter"]["full_fraction"] >= 0.6, window
     assert window["engine_counter"]["mean_in_flight"] >= 8, window
     assert window["start_s"] > 0
+    # vLLM's own Prometheus figures: the batch it ran, and a rate over the seconds in which requests waited
+    counter = window["engine_counter"]
+    assert counter["max_running"] == 8 and 0 < counter["kv_cache_peak"] <= 1, counter
+    assert 0 < counter["saturated_s"] <= window["window_s"] and counter["saturated_tok_s"] > 0, counter
 
 
 def test_real_engine_build_with_the_default_gates_writes_a_card(vllm_server, tiny_llm_dir, tmp_path):
