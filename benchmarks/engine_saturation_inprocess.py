@@ -128,8 +128,19 @@ def direct_side(args) -> None:
                                   "max_num_seqs": llm.llm_engine.vllm_config.scheduler_config.max_num_seqs}), flush=True)
 
 
-def run_direct(args, work: Path) -> dict:
-    cmd = [sys.executable, __file__, "--side", "direct", "--requests", str(work / "requests.json"), "--model", args.model,
+def warm_up(args, work: Path, payloads: list[dict]) -> None:
+    """One untimed engine over the same requests cut to `--warmup` new tokens each: the first engine on a machine
+    JIT-compiles kernels (Triton's cache is per machine) for every batch size it meets and ran ~25% slower in
+    2026-12-01's GPU rounds, whichever side it was; after this, every timed engine finds them compiled."""
+    (work / "warmup.json").write_text(json.dumps([{**p, "max_tokens": min(p["max_tokens"], args.warmup)} for p in payloads]))
+    started = time.perf_counter()
+    got = run_direct(args, work, "warmup.json")
+    print(f"warm-up: {got['output_tokens']:,} tokens in {got['window_s']:.1f} s ({time.perf_counter() - started:.0f} s with "
+          "the engine's start), not counted", flush=True)
+
+
+def run_direct(args, work: Path, requests: str = "requests.json") -> dict:
+    cmd = [sys.executable, __file__, "--side", "direct", "--requests", str(work / requests), "--model", args.model,
            "--max-num-seqs", str(args.max_num_seqs), "--max-model-len", str(args.max_model_len)]
     cmd += ["--cpu"] * args.cpu + ["--dummy"] * args.dummy + [f"--vllm-arg={item}" for item in args.vllm_arg]
     if args.gpu_memory_utilization:
@@ -263,6 +274,8 @@ def main() -> None:
     parser.add_argument("--plan-docs", type=int, default=64, help="plan's --sample-docs")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--build-only", action="store_true", help="per-GPU throughput of the build alone (no direct side)")
+    parser.add_argument("--warmup", type=int, default=0, metavar="TOKENS", help="first run one untimed engine over "
+                        "the same requests with this many new tokens each (compiles the kernels every timed engine uses)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -274,7 +287,9 @@ def main() -> None:
     prepare(args, work)
     rounds, planned = [], None
     try:
-        payloads = build_requests(args, work) if not args.build_only else None
+        payloads = build_requests(args, work) if not args.build_only or args.warmup else None
+        if args.warmup:
+            warm_up(args, work, payloads)
         if args.plan:
             planned = run_plan(args, work)
         for index in range(args.rounds):

@@ -60,7 +60,7 @@ EOF
         --chunk 512 2048 --rows 512 --repeats 3 2>&1 | grep -v Warning | tee "$OUT/filters.md" ;;
     inproc-1.7b)
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${INPROC_TIMEOUT:-420}" python3 benchmarks/engine_saturation_inprocess.py --shape 1.7b --dummy \
-        --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --max-num-seqs 256 --rounds 2 --workers 12 \
+        --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --max-num-seqs 256 --rounds 2 --workers 12 --warmup 32 \
         --json "$OUT/inproc-1.7b.json" ;;
     inproc-1.7b-2048|inproc-8b-2048)
       shape=${section#inproc-}; shape=${shape%-2048}
