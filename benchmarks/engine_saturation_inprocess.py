@@ -152,12 +152,12 @@ def run_direct(args, work: Path, requests: str = "requests.json") -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def build_flags(args, work: Path) -> list[str]:
+def build_flags(args, work: Path, recipe: str = "recipe.yaml") -> list[str]:
     """The options `build` and `plan` share: the same input, recipe, engine and engine arguments."""
     kwargs = engine_args(args)
     extra = {k: kwargs.pop(k) for k in list(kwargs) if k in ("load_format", "enable_chunked_prefill", "distributed_executor_backend",
                                                              *(item.split("=", 1)[0] for item in args.vllm_arg))}
-    cmd = ["--recipe", str(work / "recipe.yaml"), "--chunk", str(args.chunk), "--tokenizer", args.tokenizer, "--engine", "vllm",
+    cmd = ["--recipe", str(work / recipe), "--chunk", str(args.chunk), "--tokenizer", args.tokenizer, "--engine", "vllm",
            "--model", args.model, "--max-model-len", str(kwargs.pop("max_model_len")), "--workers", str(args.workers),
            "-E", "top_p=0.95"]
     cmd += ["--limit", str(args.docs)] if args.docs else []
@@ -180,11 +180,11 @@ def cli(*command: str, cpu: bool) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "paraphrase_pipe.cli", *command], stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
 
 
-def run_build(args, work: Path, index: int) -> dict:
+def run_build(args, work: Path, index: int, recipe: str = "recipe.yaml") -> dict:
     """One whole build in a fresh process; its manifest's engine window, start-up and wall clock."""
     out = work / f"out-{index}"
     started = time.perf_counter()
-    done = cli("build", "-o", str(out), "--no-progress", "--log-every", "15", *build_flags(args, work), cpu=args.cpu)
+    done = cli("build", "-o", str(out), "--no-progress", "--log-every", "15", *build_flags(args, work, recipe), cpu=args.cpu)
     wall = time.perf_counter() - started
     if done.returncode:
         sys.exit(f"build failed (its log is above):\n{done.stdout[-3000:]}")
@@ -192,7 +192,7 @@ def run_build(args, work: Path, index: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     window = run["engine_window"]
     after_start = wall - window.get("start_s", 0.0)
-    return {**window, "wall_s": wall, "chunks": run.get("chunks"),
+    return {**window, "wall_s": wall, "chunks": run.get("chunks"), "accepted": run.get("accepted"),
             "end_to_end_tok_s": window["output_tokens"] / wall, "after_start_tok_s": window["output_tokens"] / after_start}
 
 
@@ -254,7 +254,14 @@ def prepare(args, work: Path) -> None:
     tiny test model); sets args.input and args.model."""
     from engine_saturation import NO_FILTERS
 
-    (work / "recipe.yaml").write_text(NO_FILTERS + (f"docs_per_task: {args.docs_per_task}\n" if args.docs_per_task else ""))
+    task = f"docs_per_task: {args.docs_per_task}\n" if args.docs_per_task else ""
+    (work / "recipe.yaml").write_text(NO_FILTERS + task)
+    if args.beside_semantic:  # the same build with the semantic gate alone, in the CPU workers, on the GPU if there is one
+        from paraphrase_pipe.filters import FilterOptions
+
+        gates = ", ".join(f"{g}: {{enabled: false}}" for g in FilterOptions.model_fields if g != "semantic")
+        (work / "recipe-semantic.yaml").write_text(
+            f"filter_options: {{{gates}, semantic: {{model: {json.dumps(args.beside_semantic)}, device: auto}}}}\n" + task)
     args.input = write_corpus(work / "corpus", args.corpus_docs) if args.corpus_docs else None
     if args.shape:
         args.model = str(write_shape(work / f"llama-{args.shape}", args.shape, args.model_tokenizer_dir))
@@ -274,6 +281,9 @@ def main() -> None:
     parser.add_argument("--plan-docs", type=int, default=64, help="plan's --sample-docs")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--build-only", action="store_true", help="per-GPU throughput of the build alone (no direct side)")
+    parser.add_argument("--beside-semantic", metavar="MODEL", help="with --build-only: each round runs the build twice, "
+                        "filters off and the semantic gate (this sentence-transformers model) on the GPU beside vLLM, in "
+                        "alternated order: does filtering slow generation or the build?")
     parser.add_argument("--warmup", type=int, default=0, metavar="TOKENS", help="first run one untimed engine over "
                         "the same requests with this many new tokens each (compiles the kernels every timed engine uses)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -294,13 +304,24 @@ def main() -> None:
             planned = run_plan(args, work)
         for index in range(args.rounds):
             order = ("direct", "build") if index % 2 == 0 else ("build", "direct")
-            order = ("build",) if args.build_only else order
-            got = {side: (run_direct(args, work) if side == "direct" else run_build(args, work, index)) for side in order}
+            if args.build_only:
+                order = ("build", "semantic")[::1 if index % 2 == 0 else -1] if args.beside_semantic else ("build",)
+            got = {side: (run_direct(args, work) if side == "direct" else
+                          run_build(args, work, index, "recipe-semantic.yaml" if side == "semantic" else "recipe.yaml"))
+                   for side in order}
             rounds.append(got)
             if args.json:  # after every round: a run cut by a time limit keeps the rounds it finished
                 args.json.write_text(json.dumps({"chunk": args.chunk, "partial": True, "rounds": rounds, "plan": planned,
                                                  "model": args.shape or args.model}, indent=2))
             b = got["build"]
+            if "semantic" in got:
+                f = got["semantic"]
+                print(f"round {index + 1} ({' then '.join(order)}): filters off {b['output_tok_s']:,.0f} tok/s over the window, "
+                      f"whole build {b['wall_s']:.1f} s | semantic gate beside vLLM {f['output_tok_s']:,.0f} tok/s, whole build "
+                      f"{f['wall_s']:.1f} s ({f['chunks']:,} rows, {f['accepted']:,} accepted) | generation ratio "
+                      f"{f['output_tok_s'] / b['output_tok_s']:.3f}, whole-build ratio {b['wall_s'] / f['wall_s']:.3f}; "
+                      f"filters off: {scheduler(b)}; semantic: {scheduler(f)}", flush=True)
+                continue
             if args.build_only:
                 print(f"round {index + 1}: build {b['requests']:,} requests, {b['output_tokens']:,} tok in {b['window_s']:.1f} s "
                       f"= {b['output_tok_s']:,.0f} tok/s over the generation window = {1e9 / b['output_tok_s'] / 3600:,.1f} "
@@ -322,6 +343,10 @@ def main() -> None:
     mean = lambda side, key: sum(r[side][key] for r in rounds) / len(rounds)  # noqa: E731
     if planned:
         print(plan_check(planned, rounds[0]["build"]), flush=True)
+    if args.beside_semantic:
+        ratio = mean("semantic", "output_tok_s") / mean("build", "output_tok_s")
+        print(f"semantic gate beside vLLM: generation {ratio:.3f} x the build without filters, whole build "
+              f"{mean('build', 'wall_s') / mean('semantic', 'wall_s'):.3f} x (mean of {len(rounds)} rounds)")
     if args.build_only:
         if args.json:
             args.json.write_text(json.dumps({"requests": rounds[0]["build"]["requests"], "chunk": args.chunk, "rounds": rounds,

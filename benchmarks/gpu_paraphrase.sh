@@ -18,6 +18,9 @@
 #                        pipeline's hardest case), engine start and the whole-build rate vs the window; `plan` vs it
 #   steady-8b-2048 / steady-1.7b-2048   per-GPU rate at chunk 2048 on a corpus of STEADY_DOCS documents (several
 #                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8
+#   beside-1.7b          (after `filters`, same machine: it needs /tmp/minilm) the in-process build, 1.7B shape, chunk 512,
+#                        twice per round in alternated order: filters off, and the semantic gate on the GPU in the 12 CPU
+#                        workers beside vLLM (gpu_memory_utilization 0.9 leaves ~14 GB for their CUDA contexts)
 #   two-engine           (nvidia-h200-x2) benchmarks/multi_engine_build.py: one vs two engines on the same build, Ray
 #                        --replicas 1/2 and --serve with 1/2 servers, 1.7B shape, chunk 512; exactly-once checks and a
 #                        kill -9 of one engine mid-build; MODES (default "ray serve local"), SECTIONS (default "two one kill"),
@@ -81,6 +84,11 @@ EOF
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SERVE_TIMEOUT:-420}" python3 benchmarks/engine_saturation.py --engine $engine --gpu --shape 1.7b \
         --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --docs-per-task 32 --max-tokens 0 --max-model-len 4096 \
         --max-num-seqs 256 --concurrency 512 --workers 12 --top-p 0.95 --repeat 2 --json "$OUT/$section.json" ;;
+    beside-1.7b)
+      [ -d /tmp/minilm ] || { echo "beside-1.7b: no /tmp/minilm on this machine: run the 'filters' section first" >&2; continue; }
+      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${BESIDE_TIMEOUT:-480}" python3 benchmarks/engine_saturation_inprocess.py --shape 1.7b \
+        --dummy --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --max-num-seqs 256 --rounds 2 --workers 12 \
+        --build-only --beside-semantic /tmp/minilm --json "$OUT/$section.json" ;;
     two-engine)
       nvidia-smi -L
       python3 -c "import ray; print('ray', ray.__version__)" || echo "two-engine: ray is not importable here: the Ray rows will be skipped"
