@@ -145,10 +145,13 @@ def _init_ray(pipeline: Pipeline) -> None:
 def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> dict | None:
     """Returns the engines' combined generation window (`combined_stats`), for the manifest."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     _init_ray(pipeline)
     cpus = pipeline.config.workers or max(int(ray.cluster_resources().get("CPU", 1)) - _engine_cpus(pipeline), 1)
-    windows = ray.remote(num_cpus=0)(_EngineWindows).remote()
+    # on the driver's node: the collector is lost only with the build itself
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    windows = ray.remote(num_cpus=0, scheduling_strategy=here)(_EngineWindows).remote()
     ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks], override_num_blocks=max(len(tasks), 1))
     if pipeline.engine_site("ray") == "workers":
         ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline.sharing_clients(cpus), windows), batch_size=1,
