@@ -11,12 +11,10 @@ For each mode the same input is built three times, each a fresh `paraphrase-pipe
 ratio two/one is, if anything, under-stated.
 
 Measured per build:
-- output tok/s over the engine's generation window. `--serve`: the manifest's `runs[-1].engine_window` (the one
-  HTTP client in the build process sees every request). Ray: its manifest records no engine window (the engines
-  live in actors), so the window is read from the build's own progress reports (`OUT/cache/running/*.json`: every
-  process of the paraphrase stage writes its generated tokens there as the engine answers), sampled every 0.25 s
-  like engine_saturation.py samples a server's counter, from the moment an engine is ready (GeneratedTokens).
-  `--modes local` checks that window against the manifest's on one in-process engine in the build process.
+- output tok/s over the engines' generation window, from the manifest's `runs[-1].engine_window`: `--serve`, the one
+  HTTP client in the build process, which sees every request; Ray, the engine actors' windows combined (their
+  union in wall-clock time, first request reaching an engine -> last answer; per-engine figures under `engines`).
+  `--modes local` adds a row of one in-process engine in the build process (local executor), no Ray around it.
 - exactly once: every chunk key of the input (read and chunked here by the build's own code) appears exactly once
   across the accepted shards and the dead-letter rows, and `inspect --verify`'s checks pass;
 - rows vs the one-engine build: the same chunk keys, and the share of chunks whose answer (paraphrase, finish reason,
@@ -61,33 +59,15 @@ LABELS = {"two": 2, "one": 1, "kill": 2}
 
 
 class GeneratedTokens(Counter):
-    """The build's generated tokens so far, from its progress reports: per (process file, input range) the largest
-    count seen, summed — monotone, whichever process (driver, Ray actor) answered.
-
-    The window opens when the engine is ready, not at its first answer (which comes a whole generation later):
-    when the engine's log last grew before its first answer. vLLM logs while it starts and is silent while it
-    generates; requests are queued for it by then, so it starts on them at once. A process's engine log
-    (`cache/engine/vllm-HOST-PID.log`) goes with its progress file (`cache/running/HOST-PID.json`): in-process
-    engines only (a server logs while it generates), checked against the manifest's window by `--modes local`."""
+    """The build's generated tokens so far, from its progress reports (`OUT/cache/running/HOST-PID.json`): per
+    (process file, input range) the largest count seen, summed — monotone, whichever process (driver, Ray actor)
+    answered. What the killer watches: when to kill, and which engine process is answering."""
 
     def __init__(self, out: Path):
-        super().__init__(None, period=0.1)  # often: a process's last report lives until the build deletes cache/
+        super().__init__(None, period=0.1)
         self.out, self.most = out, {}
-        self.first_answer: dict[str, float] = {}  # progress file stem -> when it first reported tokens
-        self.log_sizes: dict[str, int] = {}
-        self.log_growth: dict[str, list[float]] = {}  # log stem -> when it was seen longer than before
 
     def value(self) -> tuple[float, float]:
-        now = time.perf_counter()
-        for log in (self.out / "cache" / "engine").glob("vllm-*.log"):
-            try:
-                size = log.stat().st_size
-            except OSError:
-                continue
-            stem = log.stem.removeprefix("vllm-")
-            if size > self.log_sizes.get(stem, 0):
-                self.log_sizes[stem] = size
-                self.log_growth.setdefault(stem, []).append(now)
         for path in (self.out / "cache" / "running").glob("*.json"):
             try:
                 ranges = json.loads(path.read_text())
@@ -96,24 +76,7 @@ class GeneratedTokens(Counter):
             for rid, counts in ranges.items():
                 key = (path.stem, rid)
                 self.most[key] = max(self.most.get(key, 0), int(counts.get("generated_tokens", 0)))
-                if self.most[key]:
-                    self.first_answer.setdefault(path.stem, now)
         return float(sum(self.most.values())), 0.0
-
-    def window(self) -> dict | None:
-        """Output tokens over [the first engine ready, the last answer]."""
-        ready = [max(t for t in self.log_growth[stem] if t < first) for stem, first in self.first_answer.items()
-                 if any(t < first for t in self.log_growth.get(stem, ()))]
-        if not ready:  # no in-process engine answered (--serve)
-            return None
-        total = self.samples[-1][1]
-        end = next(t for t, v, _ in self.samples if v >= total)
-        seconds = max(end - min(ready), 1e-6)
-        share = Tally()
-        for (stem, _), tokens in self.most.items():
-            share[stem] += tokens
-        return {"output_tokens": int(total), "window_s": round(seconds, 3), "output_tok_s": round(total / seconds, 1),
-                "tokens_per_process": sorted(share.values(), reverse=True)}  # how the engines shared the work
 
 
 # ---- processes ------------------------------------------------------------------------------------------------
@@ -181,7 +144,7 @@ class EngineKiller:
 
 def run_build(cmd: list[str], out: Path, timeout: float, env: dict, kill: tuple | None) -> dict:
     """One build process with a deadline (its whole process tree is killed at the deadline). Returns the wall time,
-    the exit code, the progress-report window and, with `kill` = (mode, at_tokens), what the killer did."""
+    the exit code and, with `kill` = (mode, at_tokens), what the killer did."""
     started = time.perf_counter()
     build = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     killer = None
@@ -202,7 +165,7 @@ def run_build(cmd: list[str], out: Path, timeout: float, env: dict, kill: tuple 
         finally:
             if killer:
                 killer.stop()
-    result = {"exit_code": code, "wall_s": round(time.perf_counter() - started, 1), "progress_window": tokens.window()}
+    result = {"exit_code": code, "wall_s": round(time.perf_counter() - started, 1)}
     if code is None:
         result["cut"] = f"killed at its {timeout:.0f} s deadline"
     if killer:
@@ -253,17 +216,12 @@ def mode_flags(args, work: Path, mode: str, engines: int) -> list[str]:
     # CPU: top_p 1 (see tests/engines/conftest.py) and a stop string a random model often emits, so some answers are
     # accepted and the truncated rest dead-lettered; GPU: random weights run to max_tokens, kept as accepted rows
     flags += ["-E", f"batch_size={args.batch_size}"] + (["-E", "top_p=1", "-E", "stop=[th]"] if args.cpu else ["-E", "on_truncated=keep"])
-    if mode == "local":  # the window check: one in-process engine in the build process
+    if mode == "local":  # one in-process engine in the build process
         return flags
     if mode == "ray":
         return flags + ["--executor", "ray", "--replicas", str(engines)] + ([] if args.cpu else ["-E", "num_gpus=1"])
     at = flags.index("--engine")
     return flags[:at] + flags[at + 2:] + ["--serve", "-E", f"servers={engines}", "-E", "backoff_max=2"]
-
-
-def window_of(section: dict, mode: str) -> dict | None:
-    """The figure the ratio uses: the manifest's engine window (--serve, local), the progress-report window (Ray)."""
-    return section.get("progress_window") if mode == "ray" else section.get("engine_window")
 
 
 def run_section(args, work: Path, mode: str, label: str, input_keys: set[str], results: dict, env: dict,
@@ -273,8 +231,8 @@ def run_section(args, work: Path, mode: str, label: str, input_keys: set[str], r
            *mode_flags(args, work, mode, LABELS[label])]
     kill = None
     if label == "kill":
-        reference = next((window_of(results.get(f"{mode}-{k}", {}), mode) for k in ("two", "one")
-                          if window_of(results.get(f"{mode}-{k}", {}), mode)), None)
+        reference = next((results[f"{mode}-{k}"]["engine_window"] for k in ("two", "one")
+                          if results.get(f"{mode}-{k}", {}).get("engine_window")), None)
         kill = (mode, args.kill_at * reference["output_tokens"] if reference else 1)
     timeout = min(args.section_timeout, deadline - time.perf_counter())
     if mode == "local" and args.cpu:
@@ -301,21 +259,19 @@ def run_section(args, work: Path, mode: str, label: str, input_keys: set[str], r
 def ratios(results: dict) -> dict:
     found = {}
     for mode in ("ray", "serve"):
-        one, two = (window_of(results.get(f"{mode}-{k}", {}), mode) for k in ("one", "two"))
-        if one and two:
+        one, two = (results.get(f"{mode}-{k}", {}).get("engine_window") or {} for k in ("one", "two"))
+        if one.get("output_tok_s") and two.get("output_tok_s"):
             found[mode] = round(two["output_tok_s"] / one["output_tok_s"], 3)
-    local = results.get("local-one", {})
-    if local.get("engine_window", {}).get("output_tok_s") and local.get("progress_window"):
-        found["window_check"] = round(local["progress_window"]["output_tok_s"] / local["engine_window"]["output_tok_s"], 3)
     return found
 
 
 def table(results: dict, notes: list[str]) -> str:
-    lines = ["| section | engines | chunks | output tokens | window s | output tok/s | (progress window tok/s) | "
+    lines = ["| section | engines | chunks | output tokens | window s | output tok/s | per engine | "
              "whole build s | exactly once | vs one engine: keys / answers equal | kill |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for name, s in results.items():
-        w, p = window_of(s, s["mode"]) or {}, s.get("progress_window") or {}
+        w = s.get("engine_window") or {}
+        per_engine = round(w["output_tok_s"] / s["engines"], 1) if w.get("output_tok_s") else "–"
         once = s.get("exactly_once")
         once_text = "–" if not once else ("yes" if once["ok"] else
                                           f"NO: {once['duplicated']} dup, {once['missing']} missing, {once['unknown']} unknown")
@@ -328,23 +284,19 @@ def table(results: dict, notes: list[str]) -> str:
         status = s.get("cut") or (f"exit {s['exit_code']}" if s["exit_code"] else "")
         lines.append(f"| {name}{' (' + status + ')' if status else ''} | {s['engines']} | {s.get('chunks', '–')} | "
                      f"{w.get('output_tokens', '–')} | {w.get('window_s', '–')} | {w.get('output_tok_s', '–')} | "
-                     f"{p.get('output_tok_s', '–') if s['mode'] != 'ray' else '(used)'} | {s['wall_s']} | {once_text} | "
+                     f"{per_engine} | {s['wall_s']} | {once_text} | "
                      f"{vs_text} | {kill_text} |")
     for mode, ratio in ratios(results).items():
-        if mode == "window_check":
-            lines.append(f"\nwindow check (local, one in-process engine): progress-report window tok/s / manifest engine "
-                         f"window tok/s = {ratio:.3f} (1 when the Ray figures' window is the engine's own)")
-        else:
-            lines.append(f"\n{mode}: two engines / one engine, output tok/s over the generation window = **{ratio:.3f}** "
-                         "(target >= 1.8 on GPUs)")
+        lines.append(f"\n{mode}: two engines / one engine, output tok/s over the generation window = **{ratio:.3f}** "
+                     "(target >= 1.8 on GPUs)")
     return "\n".join(lines + [f"\n{n}" for n in notes])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", nargs="+", choices=("ray", "serve", "local"), default=["ray", "serve"],
-                        help="local: one build with the in-process engine in the build process, whose manifest window "
-                        "checks the progress-report window that Ray's figures use")
+                        help="local: one build with the in-process engine in the build process (local executor), "
+                        "beside the Ray rows")
     parser.add_argument("--sections", nargs="+", choices=tuple(LABELS), default=list(LABELS), help="which builds of each mode")
     add_build_options(parser)
     parser.set_defaults(workers=12)
@@ -381,7 +333,7 @@ def main() -> None:
         if "ray" in args.modes and importlib.util.find_spec("ray") is None:
             notes.append("ray: not run (ray is not importable here)")
             args.modes.remove("ray")
-        # the ratios of every mode first, then the kills, then the window check: a cut run keeps what matters most
+        # the ratios of every mode first, then the kills, then the local row: a cut run keeps what matters most
         order = [(m, k) for group in (("two", "one"), ("kill",)) for m in args.modes if m != "local" for k in group]
         order += [("local", "one")] if "local" in args.modes else []
         for mode, label in order:

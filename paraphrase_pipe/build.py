@@ -180,7 +180,8 @@ def planned_records(tasks) -> int | None:
 
 def run_record(config: BuildConfig, elapsed_s: float, totals: dict, engine_window: dict | None = None) -> dict:
     """This run's entry in the manifest's `runs`: wall time, where it ran, GPU-hours = wall time x GPUs held, and the
-    engine's generation window (requests, output tok/s, how full it was kept) when the executor fed it."""
+    engines' generation window (requests, output tok/s, how full they were kept) from the executor: one engine's
+    `stats()` (local), or the combination of every engine's (`engines.llm.combined_stats`: Ray actors, Dask workers)."""
     gpus = gpus_held(config.engine, config.engine_options, config.executor)
     return {"elapsed_s": round(elapsed_s, 3), "executor": config.executor, "workers": config.workers,
             "gpus": gpus, "gpu_hours": round(gpus * elapsed_s / 3600, 4), **totals,

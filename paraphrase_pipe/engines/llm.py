@@ -81,10 +81,13 @@ class InFlight:
 
     Time-weighted over the generation window (first request reaching the backend -> last answer): the mean in flight,
     and the share of the window with at least `full_at` in flight (the engine's max_num_seqs: it could run a full
-    batch). Thread-safe: feeders add, backend threads finish."""
+    batch). Its bounds are also given in epoch seconds (`first_at`, `last_at`), which compare across processes and
+    hosts (perf_counter values do not), so the windows of several engines combine (`combined_stats`).
+    Thread-safe: feeders add, backend threads finish."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._epoch = time.time() - time.perf_counter()  # perf_counter -> epoch seconds
         self.now = 0
         self.full_at: int | None = None
         self.answered = self.output_tokens = 0
@@ -138,7 +141,55 @@ class InFlight:
             return {"requests": self.answered, "output_tokens": self.output_tokens, "window_s": round(window, 3),
                     "output_tok_s": round(self.output_tokens / window, 1),
                     "mean_in_flight": round(self._area / window, 1), "full_at": self.full_at,
-                    "full_fraction": round(self._full_s / window, 3) if self.full_at else None}
+                    "full_fraction": round(self._full_s / window, 3) if self.full_at else None,
+                    "first_at": round(self._first + self._epoch, 3), "last_at": round(self._last + self._epoch, 3)}
+
+
+def combined_stats(engines: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The build's `engine_window` from the `stats()` of several engines (Ray actors, Dask workers), each tagged with
+    where it ran: the same keys as one engine's, so one reader serves every executor, plus the list under `engines`.
+
+    `requests` and `output_tokens` are summed; the window is the union of the engines' windows in epoch seconds
+    (earliest `first_at` -> latest `last_at`) and `output_tok_s` is over it. `output_tok_s_per_engine` is that
+    combined rate divided by the number of engines — what each engine (one GPU per single-GPU engine) delivered over
+    the build's generation window, the time it was held, idle stretches included (a sum of the engines' own rates
+    would leave out the time one waited for the others). `mean_in_flight` is the sum of the engines' time-weighted
+    means over the union window, `full_fraction` the engines' full share weighted by their windows (likewise vLLM's
+    own `engine_counter`), `start_s` the slowest start (the build waited for it). None without any engine."""
+    if not engines:
+        return None
+    timed = [e for e in engines if e.get("first_at") is not None]
+    combined: dict[str, Any] = {"engine": engines[0].get("engine"),
+                                "target_in_flight": sum(e.get("target_in_flight") or 0 for e in engines),
+                                "requests": sum(e.get("requests", 0) for e in engines),
+                                "output_tokens": sum(e.get("output_tokens", 0) for e in engines)}
+    starts = [e["start_s"] for e in engines if e.get("start_s") is not None]
+    if starts:
+        combined["start_s"] = max(starts)
+    if timed:
+        first, last = min(e["first_at"] for e in timed), max(e["last_at"] for e in timed)
+        window = last - first
+        if window > 0:
+            rate = combined["output_tokens"] / window
+            full_at = [e["full_at"] for e in timed if e.get("full_at")]
+            combined.update(window_s=round(window, 3), output_tok_s=round(rate, 1),
+                            output_tok_s_per_engine=round(rate / len(engines), 1),
+                            full_at=sum(full_at) if len(full_at) == len(timed) else None,
+                            **_occupancy(timed, window), first_at=first, last_at=last)
+            counters = [e["engine_counter"] for e in timed if e.get("engine_counter")]
+            if counters:
+                combined["engine_counter"] = {**_occupancy(counters, window), "window_s": round(window, 3)}
+    combined["engines"] = engines
+    return combined
+
+
+def _occupancy(stats: list[dict[str, Any]], window: float) -> dict[str, Any]:
+    """mean_in_flight (summed over engines, per second of `window`) and full_fraction (weighted by each one's window)."""
+    spans = [s.get("window_s") or 0.0 for s in stats]
+    mean = sum((s.get("mean_in_flight") or 0.0) * w for s, w in zip(stats, spans)) / window
+    full = [(s["full_fraction"], w) for s, w in zip(stats, spans) if s.get("full_fraction") is not None]
+    weight = sum(w for _, w in full)
+    return {"mean_in_flight": round(mean, 1), "full_fraction": round(sum(f * w for f, w in full) / weight, 3) if weight else None}
 
 
 def in_flight_target(in_flight: int | None, batch: int) -> int:

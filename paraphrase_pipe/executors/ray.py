@@ -2,7 +2,8 @@
 `num_gpus` per actor, as Ray Data LLM does; the driver consumes shard metadata as a stream and commits it.
 
 `--ray-address` joins an existing cluster; otherwise a local Ray is started with `--workers` CPUs (default: all).
-CPU steps run `--workers` wide (default: every CPU of the cluster).
+CPU steps run `--workers` wide (default: every CPU of the cluster). Every actor holding an LLM engine reports its
+`stats()` to one small collector actor; their combination is the manifest's `engine_window`.
 """
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import json
 import math
 import os
 import re
+import socket
+import threading
 from collections.abc import Callable
 
 import pyarrow as pa
 
 from paraphrase_pipe.engines import EngineError
-from paraphrase_pipe.engines.llm import in_flight_target
+from paraphrase_pipe.engines.llm import combined_stats, in_flight_target
 from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.sources import Task
@@ -37,28 +40,61 @@ class _Front:
         return pa.concat_tables(tables)
 
 
-class _Whole:
+class _EngineWindows:
+    """The build's collector of engine statistics (a Ray actor): the latest `stats()` of each engine actor, by actor
+    id — a restarted actor keeps its id, so a replaced engine contributes what its replacement has."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict] = {}
+
+    def report(self, actor_id: str, stats: dict) -> None:
+        self.latest[actor_id] = stats
+
+    def all(self) -> list[dict]:
+        return list(self.latest.values())
+
+
+class _Reporting:
+    """An actor holding an engine, which tells the collector its engine's stats when it starts and after every call
+    (synchronously, before the call's output leaves: once the driver has every output, the collector has every
+    engine's final figures). Ray Data's actors cannot be asked at the end: they are gone once the stream ends."""
+
+    def __init__(self, pipeline: Pipeline, windows):
+        import ray
+
+        self.pipeline, self.windows = pipeline, windows
+        self.engine = pipeline.make_engine()
+        self.actor_id = ray.get_runtime_context().get_actor_id()
+        self.where = {"actor": self.actor_id, "host": socket.gethostname(), "pid": os.getpid()}
+        self.reporting = threading.Lock()  # concurrent calls report one after another: the latest figures win
+        self.report()
+
+    def report(self) -> None:
+        if hasattr(self.engine, "stats"):  # LLM engines (`none` has no window)
+            import ray
+
+            with self.reporting:
+                ray.get(self.windows.report.remote(self.actor_id, {**self.where, **self.engine.stats()}))
+
+
+class _Whole(_Reporting):
     """A worker-placed engine (none, HTTP clients) is cheap: each CPU actor runs whole tasks with its own engine, so
     shards commit as tasks finish (no stage waits for the previous one) and a killed actor re-runs only its task."""
 
-    def __init__(self, pipeline: Pipeline):
-        self.pipeline = pipeline
-        self.engine = pipeline.make_engine()
-
     def __call__(self, batch: pa.Table) -> pa.Table:
         tasks = [Task.from_dict(json.loads(t)) for t in batch["task"].to_pylist()]
-        return _meta_table([meta for task in tasks for meta in self.pipeline.run_task(task, self.engine)])
+        metas = [meta for task in tasks for meta in self.pipeline.run_task(task, self.engine)]
+        self.report()
+        return _meta_table(metas)
 
 
-class _Engine:
+class _Engine(_Reporting):
     """One engine per actor (GPU engines)."""
 
-    def __init__(self, pipeline: Pipeline):
-        self.pipeline = pipeline
-        self.engine = pipeline.make_engine()
-
     def __call__(self, rows: pa.Table) -> pa.Table:
-        return self.pipeline.middle(rows, self.engine)
+        answered = self.pipeline.middle(rows, self.engine)
+        self.report()
+        return answered
 
 
 class _Back:
@@ -106,20 +142,26 @@ def _init_ray(pipeline: Pipeline) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> None:
+def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None]) -> dict | None:
+    """Returns the engines' combined generation window (`combined_stats`), for the manifest."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     _init_ray(pipeline)
     cpus = pipeline.config.workers or max(int(ray.cluster_resources().get("CPU", 1)) - _engine_cpus(pipeline), 1)
+    # on the driver's node: the collector is lost only with the build itself
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    windows = ray.remote(num_cpus=0, scheduling_strategy=here)(_EngineWindows).remote()
     ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks], override_num_blocks=max(len(tasks), 1))
     if pipeline.engine_site("ray") == "workers":
-        ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline.sharing_clients(cpus),), batch_size=1, batch_format="pyarrow", concurrency=cpus)
+        ds = ds.map_batches(_Whole, fn_constructor_args=(pipeline.sharing_clients(cpus), windows), batch_size=1,
+                            batch_format="pyarrow", concurrency=cpus)
     else:
         ds = ds.map_batches(_Front, fn_constructor_args=(pipeline,), batch_size=1, batch_format="pyarrow", concurrency=cpus)
         hints = _pool_hints(pipeline)
         ds = ds.map_batches(
             _Engine,
-            fn_constructor_args=(pipeline,),
+            fn_constructor_args=(pipeline, windows),
             batch_format="pyarrow",
             batch_size=hints.batch_size,
             # enough batches per engine actor at once (engines are thread-safe) to keep its in-flight target
@@ -140,6 +182,7 @@ def run(pipeline: Pipeline, tasks: list[Task], on_shard: Callable[[dict], None])
                 on_shard(json.loads(meta))
     except Exception as exc:
         raise _engine_failure(exc, pipeline) or exc
+    return combined_stats(ray.get(windows.all.remote()))  # the collector goes with its last handle
 
 
 def _engine_failure(exc: BaseException, pipeline: Pipeline) -> EngineError | None:

@@ -4,6 +4,7 @@ workers running whole tasks (engine `none`) and for the vLLM engine actor of the
 re-queued to the restarted actor)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -116,6 +117,12 @@ def test_killed_vllm_engine_actor_is_restarted_and_its_chunks_requeued(tmp_path,
     assert counts["chunks"] == len(chunk_ids)
     for row in (r for table in rows for r in table.to_pylist()):  # every chunk was answered by the restarted engine
         assert row["paraphrase"] is not None or row["reject_stage"] in ("paraphrase", "filter"), row["reject_reason"]
+    # the manifest's engine window is the restarted actor's (same actor, a new process), which answered every chunk
+    window = json.loads((tmp_path / "ray" / "manifest.json").read_text())["runs"][-1]["engine_window"]
+    (engine,) = window["engines"]
+    assert engine["pid"] not in kill_engine_actor_while_it_loads["killed"], window
+    answered = [r["completion_tokens"] for table in rows for r in table.to_pylist() if r["completion_tokens"] is not None]
+    assert engine["requests"] == window["requests"] == len(answered) and window["output_tokens"] == sum(answered) > 0
 
 
 def _vllm_options(tmp_path, **extra) -> dict:

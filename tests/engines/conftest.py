@@ -85,6 +85,26 @@ def rows(out: Path, kind: str | None = None) -> list[dict]:
     return [r for t in tables for r in t.to_pylist()]
 
 
+def engine_window(out: Path, where: str) -> dict:
+    """The manifest's engine window of a build whose engines ran in other processes (Ray actors, Dask workers): one
+    entry per engine, each with `where` it ran (actor / worker) and its host and pid, whose answers add up to those in
+    the shards; the combined window spans every engine's, in epoch seconds; the combined figures are over it."""
+    window = json.loads((out / "manifest.json").read_text())["runs"][-1]["engine_window"]
+    engines = window["engines"]
+    assert len({(e[where], e["host"], e["pid"]) for e in engines}) == len(engines), engines
+    sent = [r["completion_tokens"] for r in rows(out) if r["completion_tokens"] is not None]
+    assert window["requests"] == sum(e["requests"] for e in engines) == len(sent) > 0, window
+    assert window["output_tokens"] == sum(e["output_tokens"] for e in engines) == sum(sent), window
+    timed = [e for e in engines if e["requests"]]
+    assert timed and all(window["first_at"] <= e["first_at"] <= e["last_at"] <= window["last_at"] for e in timed), window
+    assert window["window_s"] >= max(e["window_s"] for e in timed)
+    assert abs(window["window_s"] - (window["last_at"] - window["first_at"])) < 2e-3
+    assert window["output_tok_s"] == pytest.approx(window["output_tokens"] / window["window_s"], rel=1e-3)
+    assert window["output_tok_s_per_engine"] == pytest.approx(window["output_tok_s"] / len(engines), rel=1e-2)
+    assert window["start_s"] == max(e["start_s"] for e in engines if "start_s" in e) > 0
+    return window
+
+
 def comparable(out: Path) -> dict[str, tuple]:
     """chunk_id -> what must not depend on the engine mode (the LLM's answer and its fate)."""
     return {r["chunk_id"]: tuple(r.get(c) for c in COMPARED) for r in rows(out) if r["chunk_id"]}

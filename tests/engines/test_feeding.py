@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from paraphrase_pipe.config import BuildConfig
-from paraphrase_pipe.engines.llm import InFlight
+from paraphrase_pipe.engines.llm import InFlight, combined_stats
 from paraphrase_pipe.executors.local import _Reassembly, _take
 from paraphrase_pipe.pipeline import Pipeline
 from paraphrase_pipe.schema import RANGE_COLUMN, RANGE_ROWS_COLUMN
@@ -30,6 +30,35 @@ def test_in_flight_window_starts_when_requests_reach_the_backend():
     assert 0.19 < stats["window_s"] < 0.3
     assert 2.8 < stats["mean_in_flight"] < 3.2  # 4 for half the window, 2 for the other half
     assert stats["full_fraction"] > 0.95  # never below full_at=2 inside the window
+    assert abs(stats["last_at"] - time.time()) < 0.5  # its bounds in epoch seconds too, comparable across processes
+    assert abs(stats["last_at"] - stats["first_at"] - stats["window_s"]) < 2e-3
+
+
+def test_engines_in_other_processes_combine_over_the_union_of_their_windows():
+    """Two engines, the second opening its window while the first is half done (as Ray actors started apart do):
+    summed answers over the union window, in flight summed per second of it; per engine = the rate / engines."""
+    first, second = InFlight(), InFlight()
+    first.add(2)
+    first.sending()
+    time.sleep(0.1)
+    second.add(2)
+    second.sending()
+    time.sleep(0.1)
+    first.finish(2, output_tokens=30, answered=True)
+    time.sleep(0.1)
+    second.finish(2, output_tokens=10, answered=True)
+    stats = [{"actor": "a", **first.stats()}, {"actor": "b", **second.stats(), "start_s": 2.5}]
+    combined = combined_stats(stats)
+    assert combined["engines"] == stats and combined["requests"] == 4 and combined["output_tokens"] == 40
+    assert combined["first_at"] == stats[0]["first_at"] and combined["last_at"] == stats[1]["last_at"]
+    assert combined["window_s"] >= 0.3 and combined["window_s"] > max(s["window_s"] for s in stats) + 0.05
+    assert combined["output_tok_s"] == round(40 / combined["window_s"], 1)
+    assert abs(combined["output_tok_s_per_engine"] - combined["output_tok_s"] / 2) <= 0.1
+    # 2 in flight, then 4 while both are open, then 2: ~2.7 (2 x the engines' windows / the union), whatever the timing
+    area = sum(s["mean_in_flight"] * s["window_s"] for s in stats)
+    assert 2 < combined["mean_in_flight"] < 4 and abs(combined["mean_in_flight"] - area / combined["window_s"]) <= 0.1
+    assert combined["start_s"] == 2.5
+    assert combined_stats([]) is None
 
 
 def test_calls_cut_tasks_at_any_row_and_answers_come_back_as_whole_tasks_in_order():

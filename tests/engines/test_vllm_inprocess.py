@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from .conftest import MAX_MODEL_LEN, MAX_TOKENS, VLLM_CPU, build_cmd, comparable, rows
+from .conftest import MAX_MODEL_LEN, MAX_TOKENS, VLLM_CPU, build_cmd, comparable, engine_window, rows
 
 
 def test_inprocess_build_writes_paraphrases_with_provenance(inprocess_build, tiny_llm_dir):
@@ -52,6 +52,9 @@ def test_ray_actor_pool_reproduces_the_local_rows(inprocess_build, tiny_llm_dir,
               env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
     assert comparable(out) == comparable(inprocess_build)
     assert json.loads((out / "manifest.json").read_text())["runs"][-1]["executor"] == "ray"
+    window = engine_window(out, "actor")  # the engine actor's own figures, reported before the actor went away
+    assert len(window["engines"]) == 1 and window["engines"][0]["engine"] == "vllm", window
+    assert window["engine_counter"]["mean_in_flight"] > 0  # vLLM's own counter, read inside the actor
 
 
 def test_feeder_keeps_the_engine_full_and_bounded_whatever_the_task_size(inprocess_build, tiny_llm_dir, recipe, tmp_path):

@@ -1,4 +1,5 @@
-"""(b) The `openai` client against a real vLLM server on 127.0.0.1, directly and through a fault-injecting proxy:
+"""(b) The `openai` client against a real vLLM server on 127.0.0.1, directly (on Ray and Dask) and through a
+fault-injecting proxy:
 retries survive 503/429/timeouts/dropped connections with the identical rows, a killed build resumes without
 paying twice for any answered request, dead endpoints stop the build with one clear error."""
 from __future__ import annotations
@@ -13,21 +14,33 @@ import time
 
 import pytest
 
-from .conftest import build_cmd, build_popen, comparable, rows
+from .conftest import build_cmd, build_popen, comparable, engine_window, rows
 from .fault_proxy import FaultProxy
 
 FAST_RETRY = ["-E", "backoff_base=0.05", "-E", "backoff_max=0.5"]
 
 
-def test_openai_client_against_a_real_server_reproduces_the_inprocess_rows(vllm_server, inprocess_build, tiny_llm_dir, recipe, tmp_path):
+@pytest.mark.parametrize("executor, where", [("ray", "actor"), ("dask", "worker")])
+def test_openai_client_against_a_real_server_reproduces_the_inprocess_rows(executor, where, vllm_server, inprocess_build,
+                                                                           tiny_llm_dir, recipe, tmp_path):
+    """On a real local Ray / Dask cluster of two workers, each with its own client of the server, four tasks (the
+    local executor's client: the tests below). The manifest's engine_window lists each worker's engine (Ray starts
+    both task actors; a Dask worker makes its engine at its first task) and their answers add up to the shards'."""
+    pytest.importorskip({"ray": "ray.data", "dask": "dask.distributed"}[executor])
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(recipe.read_text() + "docs_per_task: 4\n")
     out = tmp_path / "out"
     before = vllm_server.requests_done()
-    build_cmd(out, tiny_llm_dir, recipe, "--endpoint", vllm_server.url, "--concurrency", "8")
+    build_cmd(out, tiny_llm_dir, tasks, "--endpoint", vllm_server.url, "--concurrency", "8", "--executor", executor,
+              "--workers", "2")
     assert comparable(out) == comparable(inprocess_build)  # same prompts, same per-chunk seeds, same answers
     provenance = [json.loads(r["provenance"]) for r in rows(out, "shards")]
     assert {p["engine"] for p in provenance} == {"openai"} and {p["server"] for p in provenance} == {vllm_server.url}
     sent = sum(1 for r in rows(out) if r["completion_tokens"] is not None)
     assert vllm_server.requests_done() - before == sent  # one request per chunk that fits, none for overflowing ones
+    engines = engine_window(out, where)["engines"]
+    assert {e["engine"] for e in engines} == {"openai"}
+    assert len(engines) == 2 if executor == "ray" else 1 <= len(engines) <= 2, engines
 
 
 def _faults(i: int):
