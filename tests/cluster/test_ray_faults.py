@@ -80,9 +80,16 @@ def _engine_actor_killer(times: int):
                 except psutil.NoSuchProcess:
                     continue
                 if children and proc.pid not in state["killed"]:  # vLLM started its core: a batch is running
-                    for victim in [proc, *children]:
-                        victim.kill()
+                    try:
+                        proc.kill()
+                    except psutil.NoSuchProcess:
+                        continue
                     state["killed"].append(proc.pid)
+                    for child in children:
+                        try:
+                            child.kill()
+                        except psutil.NoSuchProcess:  # a short-lived child, gone since it was listed
+                            pass
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
