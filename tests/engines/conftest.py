@@ -97,7 +97,7 @@ def engine_window(out: Path, where: str) -> dict:
     assert window["output_tokens"] == sum(e["output_tokens"] for e in engines) == sum(sent), window
     timed = [e for e in engines if e["requests"]]
     assert timed and all(window["first_at"] <= e["first_at"] <= e["last_at"] <= window["last_at"] for e in timed), window
-    assert window["window_s"] >= max(e["window_s"] for e in timed)
+    assert window["window_s"] >= max(e["window_s"] for e in timed) - 2e-3  # each rounded to the ms on its own
     assert abs(window["window_s"] - (window["last_at"] - window["first_at"])) < 2e-3
     assert window["output_tok_s"] == pytest.approx(window["output_tokens"] / window["window_s"], rel=1e-3)
     assert window["output_tok_s_per_engine"] == pytest.approx(window["output_tok_s"] / len(engines), rel=1e-2)
