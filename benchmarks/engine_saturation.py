@@ -44,7 +44,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from paraphrase_pipe.filters import FilterOptions  # noqa: E402
 
-NO_FILTERS = "filter_options: {" + ", ".join(f"{g}: {{enabled: false}}" for g in FilterOptions.model_fields) + "}\n"  # every gate
+def filter_options(**on: dict) -> str:
+    """A recipe's `filter_options` line: every gate off, except those given here with their settings."""
+    gates = (f"{g}: {json.dumps(on[g])}" if g in on else f"{g}: {{enabled: false}}" for g in FilterOptions.model_fields)
+    return "filter_options: {" + ", ".join(gates) + "}\n"
+
+
+NO_FILTERS = filter_options()  # every gate
 
 
 class Counter:

@@ -252,16 +252,12 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
 def prepare(args, work: Path) -> None:
     """In `work`: the recipe (filters off, the task size), the input (--corpus-docs) and the model (--shape, or the
     tiny test model); sets args.input and args.model."""
-    from engine_saturation import NO_FILTERS
+    from engine_saturation import NO_FILTERS, filter_options
 
     task = f"docs_per_task: {args.docs_per_task}\n" if args.docs_per_task else ""
     (work / "recipe.yaml").write_text(NO_FILTERS + task)
     if args.beside_semantic:  # the same build with the semantic gate alone, in the CPU workers, on the GPU if there is one
-        from paraphrase_pipe.filters import FilterOptions
-
-        gates = ", ".join(f"{g}: {{enabled: false}}" for g in FilterOptions.model_fields if g != "semantic")
-        (work / "recipe-semantic.yaml").write_text(
-            f"filter_options: {{{gates}, semantic: {{model: {json.dumps(args.beside_semantic)}, device: auto}}}}\n" + task)
+        (work / "recipe-semantic.yaml").write_text(filter_options(semantic={"model": args.beside_semantic, "device": "auto"}) + task)
     args.input = write_corpus(work / "corpus", args.corpus_docs) if args.corpus_docs else None
     if args.shape:
         args.model = str(write_shape(work / f"llama-{args.shape}", args.shape, args.model_tokenizer_dir))
