@@ -275,6 +275,8 @@ def main() -> None:
     parser.add_argument("--plan", action="store_true", help="also run `plan` with the same options and compare it with the build")
     parser.add_argument("--plan-chunks", type=int, default=512, help="plan's --sample-chunks (at least the engine's batch)")
     parser.add_argument("--plan-docs", type=int, default=64, help="plan's --sample-docs")
+    parser.add_argument("--plan-against", type=Path, metavar="JSON", help="run only `plan` and compare it with the build "
+                        "in this earlier --build-only JSON of the same options (a build and its plan in two device calls)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--build-only", action="store_true", help="per-GPU throughput of the build alone (no direct side)")
     parser.add_argument("--beside-semantic", metavar="MODEL", help="with --build-only: each round runs the build twice, "
@@ -292,6 +294,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="saturation-inprocess-"))
     prepare(args, work)
     rounds, planned = [], None
+    if args.plan_against:
+        build = json.loads(args.plan_against.read_text())["rounds"][0]["build"]
+        try:
+            planned = run_plan(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(plan_check(planned, build), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"plan": planned, "build": build, "model": args.shape or args.model}, indent=2))
+        return
     try:
         payloads = build_requests(args, work) if not args.build_only or args.warmup else None
         if args.warmup:

@@ -43,22 +43,29 @@ vllm_site() {  # unpack the two-piece vLLM tree into /tmp/site once per machine
     touch /tmp/site/.done && echo "gpu_paraphrase: vLLM site tree ready in $(( $(date +%s) - t0 )) s"
 }
 
+minilm() {  # all-MiniLM-L6-v2's shape with random weights in /tmp/minilm (config + tokenizer carried in .gpu1 or .gpu2)
+  [ -f /tmp/minilm/model.safetensors ] && return 0
+  local src; src=$(ls -d .gpu1/minilm .gpu2/minilm 2>/dev/null | head -1)
+  [ -n "$src" ] || { echo "no minilm folder in .gpu1 or .gpu2" >&2; return 1; }
+  [ -d /tmp/pyd ] || python3 -m pip install -q --no-index --no-deps --target /tmp/pyd "${src%/minilm}"/py/*.whl
+  PYTHONPATH=/tmp/pyd python3 - "$src" <<'EOF'
+import shutil, sys
+from sentence_transformers import SentenceTransformer
+from transformers import BertConfig, BertModel
+shutil.copytree(sys.argv[1], "/tmp/minilm", dirs_exist_ok=True)
+BertModel(BertConfig.from_pretrained("/tmp/minilm")).save_pretrained("/tmp/minilm")
+SentenceTransformer("/tmp/minilm", device="cuda")  # loads
+print("random-weight MiniLM-L6 shape saved in /tmp/minilm")
+EOF
+}
+
 for section in "$@"; do
   echo "=== $section $(date +%T)"
   case $section in
     stash)
       mkdir -p "$STASH" && cp .gpu1/site.tar.xz.part00 "$STASH/" && ls -la "$STASH" ;;
     filters)
-      python3 -m pip install -q --no-index --no-deps --target /tmp/pyd .gpu1/py/*.whl
-      PYTHONPATH=/tmp/pyd python3 - <<'EOF'
-from sentence_transformers import SentenceTransformer
-from transformers import BertConfig, BertModel
-import shutil
-shutil.copytree(".gpu1/minilm", "/tmp/minilm", dirs_exist_ok=True)
-BertModel(BertConfig.from_pretrained("/tmp/minilm")).save_pretrained("/tmp/minilm")
-SentenceTransformer("/tmp/minilm", device="cuda")  # loads
-print("random-weight MiniLM-L6 shape saved in /tmp/minilm")
-EOF
+      minilm || continue
       PYTHONPATH=/tmp/pyd:$PWD timeout 240 python3 benchmarks/filter_throughput.py --device cuda --gates semantic --embedding-model /tmp/minilm \
         --chunk 512 2048 --rows 512 --repeats 3 2>&1 | grep -v Warning | tee "$OUT/filters.md" ;;
     inproc-1.7b)
@@ -70,10 +77,12 @@ EOF
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation_inprocess.py --shape "$shape" --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 2048 --max-model-len 8192 --max-num-seqs "${MAX_NUM_SEQS:-256}" --rounds "${ROUNDS:-2}" \
         --workers 12 --docs "${DOCS:-120}" --build-only --json "$OUT/$section.json" ;;
-    scale-125m)
+    scale-125m|scale-plan)  # the build, then (next call, same machine) `plan` with the same options against it
+      scale_plan=(--build-only --rounds 1)
+      [ "$section" = scale-plan ] && scale_plan=(--plan-chunks 2048 --plan-docs 256 --plan-against "$STASH/scale-125m.json")
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SCALE_TIMEOUT:-400}" python3 benchmarks/engine_saturation_inprocess.py --shape 125m --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 128 --max-tokens 64 --max-model-len 1024 --max-num-seqs 1024 --corpus-docs "${SCALE_DOCS:-9600}" \
-        --docs 0 --docs-per-task 0 --workers 14 --build-only --rounds 1 --plan --plan-chunks 2048 --plan-docs 256 --json "$OUT/$section.json" ;;
+        --docs 0 --docs-per-task 0 --workers 14 "${scale_plan[@]}" --json "$OUT/$section.json" && cp "$OUT/$section.json" "$STASH/" ;;
     steady-8b-2048|steady-1.7b-2048)
       shape=${section#steady-}; shape=${shape%-2048}; kv=(); [ -n "${KV:-}" ] && kv=(--vllm-arg "kv_cache_dtype=$KV")
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${STEADY_TIMEOUT:-330}" python3 benchmarks/engine_saturation_inprocess.py --shape "$shape" --dummy \
@@ -85,7 +94,7 @@ EOF
         --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --docs-per-task 32 --max-tokens 0 --max-model-len 4096 \
         --max-num-seqs 256 --concurrency 512 --workers 12 --top-p 0.95 --repeat 2 --json "$OUT/$section.json" ;;
     beside-1.7b)
-      [ -d /tmp/minilm ] || { echo "beside-1.7b: no /tmp/minilm on this machine: run the 'filters' section first" >&2; continue; }
+      minilm || continue
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${BESIDE_TIMEOUT:-480}" python3 benchmarks/engine_saturation_inprocess.py --shape 1.7b \
         --dummy --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --max-num-seqs 256 --rounds 2 --workers 12 \
         --build-only --beside-semantic /tmp/minilm --json "$OUT/$section.json" ;;
