@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -188,12 +189,25 @@ def run_build(args, work: Path, index: int, recipe: str = "recipe.yaml") -> dict
     wall = time.perf_counter() - started
     if done.returncode:
         sys.exit(f"build failed (its log is above):\n{done.stdout[-3000:]}")
+    print_vllm_facts(done.stdout)
     run = json.loads((out / "manifest.json").read_text())["runs"][-1]
     shutil.rmtree(out, ignore_errors=True)
     window = run["engine_window"]
     after_start = wall - window.get("start_s", 0.0)
     return {**window, "wall_s": wall, "chunks": run.get("chunks"), "accepted": run.get("accepted"),
             "end_to_end_tok_s": window["output_tokens"] / wall, "after_start_tok_s": window["output_tokens"] / after_start}
+
+
+VLLM_FACTS = re.compile(r"KV cache size|Maximum concurrency|attention backend|Using \w+ backend|preempt|Model Runner|"
+                        r"cudagraph|Loading weights took|torch.compile took|init engine|kv_cache_dtype|fp8", re.IGNORECASE)
+
+
+def print_vllm_facts(log: str, limit: int = 30) -> None:
+    """The lines of vLLM's start-up log that explain a rate (KV-cache size and concurrency, the attention backend,
+    the model runner, preemptions), which leave with the build's captured stdout otherwise."""
+    facts = list(dict.fromkeys(line.strip() for line in log.splitlines() if VLLM_FACTS.search(line)))
+    for line in facts[:limit]:
+        print(f"vllm: {line[:300]}", file=sys.stderr, flush=True)
 
 
 def run_plan(args, work: Path) -> dict:

@@ -14,6 +14,9 @@ from paraphrase_pipe.engines.flags import with_engine_flags
 from paraphrase_pipe.plan import Plan, make_plan
 
 
+RATE_FROM = {"vllm_steady": "vLLM's rate while requests waited", "sample_wall": "the sample's wall clock"}
+
+
 def plan_table(plan: Plan) -> Table:
     table = Table(title="plan (projected from a sample)")
     table.add_column("", style="bold")
@@ -32,7 +35,7 @@ def plan_table(plan: Plan) -> Table:
             ("output tokens / chunk", f"{plan.output_tokens_per_chunk:,.1f}"),
             ("output tokens (projected)", f"~{plan.output_tokens:,}"),
             ("start-up: engine, filters", f"{plan.engine_start_s:,.1f} s, {plan.cpu_start_s:,.1f} s"),
-            ("engine output throughput", f"{plan.output_tok_s:,.0f} tok/s"),
+            ("engine output throughput", f"{plan.output_tok_s:,.0f} tok/s ({RATE_FROM.get(plan.output_tok_s_from, '')})"),
             ("engine-hours", f"{plan.engine_hours:,.2f}"),
             ("CPU stage core-hours", f"{plan.cpu_hours:,.2f} (over {plan.cpu_workers} workers)"),
             ("engines in parallel", str(plan.parallel_engines)),

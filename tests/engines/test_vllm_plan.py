@@ -26,6 +26,7 @@ def test_plan_projects_the_real_build(tiny_llm_dir, tmp_path):
     projected = json.loads(plan.stdout[plan.stdout.index("\n{") + 1:])  # after vLLM's own log lines on stdout
     assert projected["documents"] == DOCS and not projected["documents_estimated"] and projected["sample_documents"] == 16
     assert projected["gpus"] == 0 and projected["cost"] == 0 and projected["engine_start_s"] > 0
+    assert projected["output_tok_s_from"] in ("vllm_steady", "sample_wall")
 
     recipe = tmp_path / "defaults.yaml"
     recipe.write_text("{}\n")  # the default filters: what `plan` measured
@@ -42,3 +43,14 @@ def test_plan_projects_the_real_build(tiny_llm_dir, tmp_path):
         assert 0.8 <= ratios[key] <= 1.2, (key, estimate, real)
     # wall time on a shared 2-core machine: measured within 20% when it is otherwise idle; the margin is for the noise
     assert 0.65 <= ratios["wall_s"] <= 1.5, (estimate, real)
+
+
+def test_plan_takes_vllms_steady_rate_only_over_enough_waiting_seconds():
+    """`plan` projects the engine from vLLM's rate while requests waited (the rate a long build runs at) once the
+    sample had STEADY_MIN_S of such seconds; otherwise from the sample's wall clock (as on this CPU test's build)."""
+    from paraphrase_pipe.plan import STEADY_MIN_S, steady_rate
+
+    assert steady_rate({"saturated_s": 35.5, "saturated_tok_s": 6904.6, "max_running": 256}) == 6904.6
+    assert steady_rate({"saturated_s": STEADY_MIN_S / 2, "saturated_tok_s": 9000.0}) is None
+    assert steady_rate({"saturated_s": 0.0, "saturated_tok_s": None}) is None
+    assert steady_rate({"mean_in_flight": 3.0}) is None and steady_rate(None) is None
