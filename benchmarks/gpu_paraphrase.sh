@@ -79,7 +79,7 @@ for section in "$@"; do
         --workers 12 --docs "${DOCS:-120}" --build-only --json "$OUT/$section.json" ;;
     scale-125m|scale-plan)  # the build, then (next call, same machine) `plan` with the same options against it
       scale_plan=(--build-only --rounds 1)
-      [ "$section" = scale-plan ] && scale_plan=(--plan-chunks 2048 --plan-docs 256 --plan-against "$STASH/scale-125m.json")
+      [ "$section" = scale-plan ] && scale_plan=(--plan-chunks 4096 --plan-docs 256 --plan-against "$STASH/scale-125m.json")
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SCALE_TIMEOUT:-400}" python3 benchmarks/engine_saturation_inprocess.py --shape 125m --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 128 --max-tokens 64 --max-model-len 1024 --max-num-seqs 1024 --corpus-docs "${SCALE_DOCS:-9600}" \
         --docs 0 --docs-per-task 0 --workers 14 "${scale_plan[@]}" --json "$OUT/$section.json" && cp "$OUT/$section.json" "$STASH/" ;;
