@@ -21,12 +21,12 @@ def test_plan_projects_the_real_build(tiny_llm_dir, tmp_path):
               "-E", "top_p=1", "-E", "stop=[th]", "--workers", "2",  # what build_cmd adds (COMMON), for plan too
               "-E", f"max_num_seqs={MAX_NUM_SEQS}"]  # a small batch: requests wait in vLLM, as on a GPU at scale
     plan = subprocess.run(
-        [sys.executable, "-m", "paraphrase_pipe.cli", "plan", *common, "--sample-docs", "16", "--sample-chunks", "64",
+        [sys.executable, "-m", "paraphrase_pipe.cli", "plan", *common, "--sample-docs", "32", "--sample-chunks", "128",
          "--gpu-hour-cost", "3", "--json"],
         capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert plan.returncode == 0, plan.stderr
     projected = json.loads(plan.stdout[plan.stdout.index("\n{") + 1:])  # after vLLM's own log lines on stdout
-    assert projected["documents"] == DOCS and not projected["documents_estimated"] and projected["sample_documents"] == 16
+    assert projected["documents"] == DOCS and not projected["documents_estimated"] and projected["sample_documents"] == 32
     assert projected["gpus"] == 0 and projected["cost"] == 0 and projected["engine_start_s"] > 0
     assert projected["output_tok_s_from"] == "vllm_steady"  # vLLM's own rate while requests waited
 
@@ -49,7 +49,7 @@ def test_plan_projects_the_real_build(tiny_llm_dir, tmp_path):
 
 def test_plan_takes_vllms_steady_rate_only_over_enough_waiting_seconds():
     """`plan` projects the engine from vLLM's rate while requests waited (the rate a long build runs at) once the
-    sample had STEADY_MIN_S of such seconds; otherwise from the sample's wall clock (as on this CPU test's build)."""
+    sample had STEADY_MIN_S of such seconds; otherwise from the sample's wall clock."""
     from paraphrase_pipe.plan import STEADY_MIN_S, steady_rate
 
     assert steady_rate({"saturated_s": 35.5, "saturated_tok_s": 6904.6, "max_running": 256}) == 6904.6
