@@ -41,6 +41,8 @@ class Plan:
     cpu_start_s: float = 0.0  # filter models, tokenizers
     output_tok_s: float = 0.0
     output_tok_s_from: str = ""  # "vllm_steady" (vLLM's rate while requests waited) or "sample_wall"
+    max_num_seqs: int | None = None  # the engine's batch limit (in-process vLLM)
+    kv_cache_tokens: int | None = None  # the engine's KV cache, in tokens (blocks x block size)
     engine_hours: float = 0.0
     cpu_hours: float = 0.0  # read + chunk + filters + compose + commit, one core's worth
     cpu_workers: int = 1
@@ -199,7 +201,11 @@ def make_plan(config, *, sample_docs: int = 64, sample_chunks: int = 128, gpu_ho
     reasons = Counter(r for r in answered["reject_reason"].to_pylist() if r)
     plan.rejected_fraction = {r: round(n / len(answered), 4) for r, n in sorted(reasons.items())}
     plan.output_tokens = round(plan.chunks * out_tokens / len(answered))
-    steady = steady_rate(engine.stats().get("engine_counter") if hasattr(engine, "stats") else None)
+    stats = engine.stats() if hasattr(engine, "stats") else {}
+    counter = stats.get("engine_counter") or {}
+    plan.kv_cache_tokens = counter.get("kv_cache_tokens")  # in-process vLLM's, as is then full_at: its max_num_seqs
+    plan.max_num_seqs = stats.get("full_at") if plan.kv_cache_tokens else None
+    steady = steady_rate(counter)
     plan.output_tok_s_from = "vllm_steady" if steady else "sample_wall"
     plan.output_tok_s = steady or out_tokens / max(engine_s, 1e-9)
     plan.engine_hours = (plan.output_tokens / steady if steady else plan.chunks * engine_s / len(chunks)) / 3600

@@ -36,6 +36,8 @@ def plan_table(plan: Plan) -> Table:
             ("output tokens (projected)", f"~{plan.output_tokens:,}"),
             ("start-up: engine, filters", f"{plan.engine_start_s:,.1f} s, {plan.cpu_start_s:,.1f} s"),
             ("engine output throughput", f"{plan.output_tok_s:,.0f} tok/s ({RATE_FROM.get(plan.output_tok_s_from, '')})"),
+            *([("KV cache, batch limit", f"{plan.kv_cache_tokens:,} tokens, max_num_seqs {plan.max_num_seqs}")]
+              if plan.kv_cache_tokens else []),
             ("engine-hours", f"{plan.engine_hours:,.2f}"),
             ("CPU stage core-hours", f"{plan.cpu_hours:,.2f} (over {plan.cpu_workers} workers)"),
             ("engines in parallel", str(plan.parallel_engines)),

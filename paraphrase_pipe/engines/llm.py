@@ -155,7 +155,8 @@ def combined_stats(engines: list[dict[str, Any]]) -> dict[str, Any] | None:
     the build's generation window, the time it was held, idle stretches included (a sum of the engines' own rates
     would leave out the time one waited for the others). `mean_in_flight` is the sum of the engines' time-weighted
     means over the union window, `full_fraction` the engines' full share weighted by their windows (likewise vLLM's
-    own `engine_counter`, whose steady `saturated_tok_s` is summed and `max_running` / `kv_cache_peak` the largest),
+    own `engine_counter`, whose steady `saturated_tok_s` and `kv_cache_tokens` are summed and `max_running` /
+    `kv_cache_peak` the largest),
     `start_s` the slowest start (the build waited for it). None without any engine."""
     if not engines:
         return None
@@ -180,6 +181,8 @@ def combined_stats(engines: list[dict[str, Any]]) -> dict[str, Any] | None:
             counters = [e["engine_counter"] for e in timed if e.get("engine_counter")]
             if counters:
                 combined["engine_counter"] = {**_occupancy(counters, window), "window_s": round(window, 3)}
+                if all(c.get("kv_cache_tokens") for c in counters):
+                    combined["engine_counter"]["kv_cache_tokens"] = sum(c["kv_cache_tokens"] for c in counters)
                 steady = [c["saturated_tok_s"] for c in counters if c.get("saturated_tok_s") is not None]
                 if steady:  # vLLM's own steady rates (SchedulerWatch): summed, the rate of all engines busy at once
                     combined["engine_counter"].update(saturated_tok_s=round(sum(steady), 1), saturated_engines=len(steady),

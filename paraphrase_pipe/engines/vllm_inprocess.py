@@ -69,6 +69,8 @@ class VLLMEngine(LLMEngine):
         self._unfinished = InFlight()  # vLLM's own count of unfinished requests, read by the stepper at every step
         self._unfinished.full_at = self._in_flight.full_at
         self._watch = SchedulerWatch(self.llm.llm_engine) if not kwargs["disable_log_stats"] else None
+        cache = self.llm.llm_engine.vllm_config.cache_config  # filled in from the engine core's profile run
+        self._kv_cache_tokens = (cache.num_gpu_blocks or 0) * cache.block_size or None
         self._inbox: queue.Queue[_Batch] = queue.Queue()
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
@@ -152,6 +154,7 @@ class VLLMEngine(LLMEngine):
         if self._stepper is not None:
             engine = self._unfinished.stats()
             stats["engine_counter"] = {k: engine.get(k) for k in ("mean_in_flight", "full_fraction", "window_s")}
+            stats["engine_counter"]["kv_cache_tokens"] = self._kv_cache_tokens
             if self._watch is not None:
                 stats["engine_counter"].update(self._watch.stats())
         return stats

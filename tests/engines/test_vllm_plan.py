@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,10 @@ def test_plan_projects_the_real_build(tiny_llm_dir, tmp_path):
     assert projected["documents"] == DOCS and not projected["documents_estimated"] and projected["sample_documents"] == 32
     assert projected["gpus"] == 0 and projected["cost"] == 0 and projected["engine_start_s"] > 0
     assert projected["output_tok_s_from"] == "vllm_steady"  # vLLM's own rate while requests waited
+    # the engine's batch limits, as vLLM resolved them: its KV cache in tokens is at least the size it logs (that one
+    # is rounded down to whole requests of max_model_len)
+    logged = int(re.search(r"KV cache size: ([\d,]+) tokens", plan.stdout).group(1).replace(",", ""))
+    assert projected["max_num_seqs"] == MAX_NUM_SEQS and logged <= projected["kv_cache_tokens"] < 2 * logged
 
     recipe = tmp_path / "defaults.yaml"
     recipe.write_text("{}\n")  # the default filters: what `plan` measured
