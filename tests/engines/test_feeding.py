@@ -61,10 +61,12 @@ def test_engines_in_other_processes_combine_over_the_union_of_their_windows():
     assert combined_stats([]) is None
     # vLLM's own figures (SchedulerWatch) from each engine: steady rates add up, the largest batch and KV peak show
     watched = [{**s, "engine_counter": {"mean_in_flight": 2.0, "full_fraction": 1.0, "window_s": s["window_s"],
-                                        "saturated_tok_s": rate, "max_running": running, "kv_cache_peak": kv}}
+                                        "saturated_tok_s": rate, "max_running": running, "kv_cache_peak": kv,
+                                        "kv_cache_tokens": 4096}}
                for s, rate, running, kv in zip(stats, (100.0, 50.0), (8, 6), (0.4, 0.7))]
     counter = combined_stats(watched)["engine_counter"]
     assert (counter["saturated_tok_s"], counter["saturated_engines"], counter["max_running"], counter["kv_cache_peak"]) == (150.0, 2, 8, 0.7)
+    assert counter["kv_cache_tokens"] == 8192  # the engines' caches together
 
 
 def test_calls_cut_tasks_at_any_row_and_answers_come_back_as_whole_tasks_in_order():
