@@ -198,13 +198,15 @@ def run_build(args, work: Path, index: int, recipe: str = "recipe.yaml") -> dict
             "end_to_end_tok_s": window["output_tokens"] / wall, "after_start_tok_s": window["output_tokens"] / after_start}
 
 
-VLLM_FACTS = re.compile(r"KV cache size|Maximum concurrency|attention backend|Using \w+ backend|preempt|Model Runner|"
-                        r"cudagraph|Loading weights took|torch.compile took|init engine|kv_cache_dtype|fp8", re.IGNORECASE)
+VLLM_FACTS = re.compile(r"KV cache size|Available KV cache|Maximum concurrency|attention backend|Using \w+ backend|preempt|"
+                        r"Model Runner|cudagraph|Graph capturing finished|Model loading took|Loading weights took|"
+                        r"torch.compile take|Compiling a graph|init engine|kv_cache_dtype|fp8", re.IGNORECASE)
 
 
 def print_vllm_facts(log: str, limit: int = 30) -> None:
-    """The lines of vLLM's start-up log that explain a rate (KV-cache size and concurrency, the attention backend,
-    the model runner, preemptions), which leave with the build's captured stdout otherwise."""
+    """The lines of vLLM's start-up log that explain a rate or a start (KV-cache size and concurrency, the attention
+    backend, the model runner, preemptions; model load, compile and graph-capture seconds, which tell a first
+    engine's cold caches from a warm one's), which leave with the build's captured stdout otherwise."""
     facts = list(dict.fromkeys(line.strip() for line in log.splitlines() if VLLM_FACTS.search(line)))
     for line in facts[:limit]:
         print(f"vllm: {line[:300]}", file=sys.stderr, flush=True)
