@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -242,6 +242,15 @@ def plan_check(planned: dict, build: dict) -> str:
         f" (plan took {planned['plan_wall_s']:.0f} s on {planned['sample_chunks']} chunks)"
 
 
+def plan_against(args, work: Path) -> None:
+    """`plan` alone, checked against the build an earlier call saved (--build-only JSON of the same options)."""
+    build = json.loads(args.plan_against.read_text())["rounds"][0]["build"]
+    planned = run_plan(args, work)
+    print(plan_check(planned, build), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"plan": planned, "build": build, "model": args.shape or args.model}, indent=2))
+
+
 def add_build_options(parser: argparse.ArgumentParser) -> None:
     """The options `build_flags` and `prepare` read: model, input, chunking, engine arguments, workers (also
     multi_engine_build.py's)."""
@@ -310,17 +319,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="saturation-inprocess-"))
     prepare(args, work)
     rounds, planned = [], None
-    if args.plan_against:
-        build = json.loads(args.plan_against.read_text())["rounds"][0]["build"]
-        try:
-            planned = run_plan(args, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        print(plan_check(planned, build), flush=True)
-        if args.json:
-            args.json.write_text(json.dumps({"plan": planned, "build": build, "model": args.shape or args.model}, indent=2))
-        return
     try:
+        if args.plan_against:
+            return plan_against(args, work)
         payloads = build_requests(args, work) if not args.build_only or args.warmup else None
         if args.warmup:
             warm_up(args, work, payloads)

@@ -11,13 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paraphrase_pipe.engines.prompts import PromptRenderer, load_model_tokenizer, load_template  # noqa: E402
-
-TEMPLATES = ("faithful-paraphrase", "wrap-wikipedia", "nemotron-cc-wikipedia")
-
-
-def shared_prefix(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+from paraphrase_pipe.engines.prompts import PromptRenderer, available_templates, load_model_tokenizer, load_template  # noqa: E402
 
 
 def main() -> None:
@@ -25,13 +19,13 @@ def main() -> None:
     parser.add_argument("--model-tokenizer", required=True, help="the model's tokenizer (hub id or dir with its chat template)")
     parser.add_argument("--chunk", type=int, default=2048, help="source tokens per chunk, for the prompt's length")
     args = parser.parse_args()
-    renderer_tok = load_model_tokenizer(args.model_tokenizer, None)
+    tokenizer = load_model_tokenizer(args.model_tokenizer, None)
     # two unrelated sources: their prompts agree exactly on the template's shared part
     texts = ["The committee met on Tuesday to review the budget. " * 4, "Photosynthesis converts light into chemical energy. " * 4]
-    for name in TEMPLATES:
-        renderer = PromptRenderer(renderer_tok, load_template(name))
+    for name in available_templates():
+        renderer = PromptRenderer(tokenizer, load_template(name))
         prompts = renderer.render_many(texts)
-        shared = shared_prefix(*prompts)
+        shared = len(os.path.commonprefix(prompts))  # element-wise on any sequences
         around = len(prompts[0]) - renderer.count_many(texts[:1])[0]  # template tokens around the source text
         prompt = args.chunk + around
         print(f"{name}: {shared} shared prefix tokens; {around} template tokens in all; a chunk-{args.chunk} prompt is "
