@@ -9,6 +9,7 @@ model, bad flags — stops the build at once with the server's own error line in
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +48,10 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+PORT_TAKEN = re.compile(r"Address already in use")
+PORT_TRIES = 3
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -71,8 +76,10 @@ class ServerProcess:
         self.pid_file = log_dir / f"server-{index}.pid"
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
+        self._log_from = 0  # where this start's part of the (appended) log begins
 
     def start(self) -> None:
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0
         env = dict(os.environ)
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
@@ -83,10 +90,18 @@ class ServerProcess:
                                          start_new_session=True, preexec_fn=die_with_parent)
         self.pid_file.write_text(str(self.proc.pid))
 
-    def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def wait_healthy(self, timeout: float, may_move: bool = False) -> None:
+        """`may_move`: before anyone knows the URL, a port another process took since free_port() chose it is
+        traded for a new one (up to PORT_TRIES times); a restarted server keeps the URL its clients already use."""
+        deadline, tries = time.monotonic() + timeout, 1
         while time.monotonic() < deadline:
             code = self.proc.poll()
+            if code is not None and may_move and tries < PORT_TRIES and PORT_TAKEN.search(self._this_start_log()):
+                tries += 1
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.start()
+                continue
             if code is not None:
                 kind = "ran out of memory" if OOM.search(self.log.read_text(errors="replace")[-20000:]) else f"exited with code {code}"
                 raise EngineError(f"vLLM server {self.index} (GPUs {','.join(self.gpus) or 'none'}) {kind} during start-up: "
@@ -99,6 +114,11 @@ class ServerProcess:
             time.sleep(0.5)
         self.stop()
         raise EngineError(f"vLLM server {self.index} did not become healthy within {timeout:g} s: {error_excerpt(self.log)}")
+
+    def _this_start_log(self) -> str:
+        with open(self.log, "rb") as f:
+            f.seek(self._log_from)
+            return f.read().decode(errors="replace")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -184,7 +204,7 @@ class ManagedServerEngine(OpenAIEngine):
             for server in self.servers:
                 server.start()
             for server in self.servers:
-                server.wait_healthy(self.options.startup_timeout)
+                server.wait_healthy(self.options.startup_timeout, may_move=True)  # no client has the URLs yet
         except EngineError as exc:
             self._fatal = exc
         finally:

@@ -58,3 +58,51 @@ def test_a_server_that_cannot_start_fails_fast_with_its_own_error(tiny_llm_dir, 
     assert "max_num_seqs | Input should be greater than or equal to 1" in message  # the server's own words
     assert f"full log: {tmp_path}/cache/serve/server-0.log" in message
     assert not engine.servers[0].alive() and time.monotonic() - started < 120
+
+
+# A stand-in for `vllm serve` that does what the supervisor relies on: binds --port on 127.0.0.1 (failing with
+# vLLM's own "Address already in use" when it is taken) and answers /health.
+HEALTH_SERVER = """
+import sys, http.server
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404); self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def test_a_server_whose_port_was_taken_before_it_bound_moves_to_a_free_one(tmp_path, monkeypatch):
+    """free_port() picks a port and the server binds it seconds later: another process (a parallel build, a test
+    worker) can take it in between. At start-up, before any client has the URL, the server gets a new port."""
+    import socket
+    import sys
+
+    from paraphrase_pipe.engines import managed_server
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])  # the first pick is the port someone else now holds
+    real_free_port = managed_server.free_port
+    monkeypatch.setattr(managed_server, "free_port", lambda: next(ports, None) or real_free_port())
+    server = managed_server.ServerProcess(0, [sys.executable, "-c", HEALTH_SERVER], [], tmp_path)
+    try:
+        assert server.port == taken.getsockname()[1]
+        server.start()
+        server.wait_healthy(30, may_move=True)
+        assert server.port != taken.getsockname()[1] and server.url.endswith(f":{server.port}") and server.alive()
+        assert "Address already in use" in server.log.read_text()  # the first start really failed on the port
+    finally:
+        server.stop()
+        taken.close()
+
+    restarted = managed_server.ServerProcess(1, [sys.executable, "-c", HEALTH_SERVER], [], tmp_path)
+    with socket.socket() as held:  # a restart keeps its URL: the taken port is an error naming the cause
+        held.bind(("127.0.0.1", restarted.port))
+        held.listen()
+        restarted.start()
+        with pytest.raises(EngineError, match="Address already in use"):
+            restarted.wait_healthy(30)
