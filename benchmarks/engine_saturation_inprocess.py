@@ -13,7 +13,8 @@ Output tokens are counted on both sides; with random weights both generate until
     python benchmarks/engine_saturation_inprocess.py --model DIR --chunk 512 --max-num-seqs 256 --rounds 2
     python benchmarks/engine_saturation_inprocess.py --shape 1.7b --dummy ...   # GPU: random weights of a shape
 
-`--shape` writes a Llama config of that shape (1.7b: SmolLM2-1.7B's; 8b: Llama-3.1-8B's, with the GPT-2 vocabulary
+`--shape` writes a Llama config of that shape (1.7b: SmolLM2-1.7B's; 1.7b-gqa: Qwen3-1.7B's layers, heads and 8 KV
+heads, without its QK norm and tied embeddings; 8b: Llama-3.1-8B's; all with the GPT-2 vocabulary
 of the tokenizer given by --model-tokenizer-dir) and `--dummy` has vLLM initialise random weights (load_format
 dummy): throughput only, nothing about quality. On a CPU, pass the tiny test model and `--cpu`.
 """
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # engine_saturation, imported wher
 SHAPES = {  # hidden, intermediate, layers, heads, kv heads
     "125m": (768, 3072, 12, 12, 12),
     "1.7b": (2048, 8192, 24, 32, 32),
+    "1.7b-gqa": (2048, 6144, 28, 16, 8),
     "8b": (4096, 14336, 32, 32, 8),
 }
 
@@ -235,11 +237,15 @@ def scheduler(b: dict) -> str:
 
 
 def plan_check(planned: dict, build: dict) -> str:
-    """plan's projection over the build it projected: chunks, output tokens, wall time (target within +-20%)."""
+    """plan's projection over the build it projected: chunks, output tokens, wall time (target within +-20%), and the
+    two parts of the wall time: the engine's start and its steady rate (the build's while requests waited)."""
+    steady = (build.get("engine_counter") or {}).get("saturated_tok_s") or build["output_tok_s"]
     pairs = {"chunks": (planned["chunks"], build["chunks"]), "output tokens": (planned["output_tokens"], build["output_tokens"]),
-             "wall s": (planned["wall_hours"] * 3600, build["wall_s"])}
+             "wall s": (planned["wall_hours"] * 3600, build["wall_s"]),
+             "engine start s": (planned["engine_start_s"], build["start_s"]), "engine tok/s": (planned["output_tok_s"], steady)}
     return "plan / build: " + ", ".join(f"{name} {p:,.0f} / {b:,.0f} = {p / b:.2f}" for name, (p, b) in pairs.items()) + \
-        f" (plan took {planned['plan_wall_s']:.0f} s on {planned['sample_chunks']} chunks)"
+        f" (plan took {planned['plan_wall_s']:.0f} s on {planned['sample_chunks']} chunks, its rate over " \
+        f"{planned.get('steady_s') or 0:.1f} s of them)"
 
 
 def plan_against(args, work: Path) -> None:

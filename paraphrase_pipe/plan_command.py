@@ -9,9 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from paraphrase_pipe.console import app, console, fail, user_errors
+from paraphrase_pipe.console import app, console, err, fail, user_errors
 from paraphrase_pipe.engines.flags import with_engine_flags
-from paraphrase_pipe.plan import Plan, make_plan
+from paraphrase_pipe.plan import SAMPLE_BATCHES, Plan, make_plan
 
 
 RATE_FROM = {"vllm_steady": "vLLM's rate while requests waited", "sample_wall": "the sample's wall clock"}
@@ -35,7 +35,8 @@ def plan_table(plan: Plan) -> Table:
             ("output tokens / chunk", f"{plan.output_tokens_per_chunk:,.1f}"),
             ("output tokens (projected)", f"~{plan.output_tokens:,}"),
             ("start-up: engine, filters", f"{plan.engine_start_s:,.1f} s, {plan.cpu_start_s:,.1f} s"),
-            ("engine output throughput", f"{plan.output_tok_s:,.0f} tok/s ({RATE_FROM.get(plan.output_tok_s_from, '')})"),
+            ("engine output throughput", f"{plan.output_tok_s:,.0f} tok/s ({RATE_FROM.get(plan.output_tok_s_from, '')}"
+                                         + (f", {plan.steady_s:,.1f} s of the sample)" if plan.steady_s else ")")),
             *([("KV cache, batch limit", f"{plan.kv_cache_tokens:,} tokens, max_num_seqs {plan.max_num_seqs}")]
               if plan.kv_cache_tokens else []),
             ("engine-hours", f"{plan.engine_hours:,.2f}"),
@@ -83,3 +84,7 @@ def plan_command(
         console.print_json(json.dumps(asdict(result)))
     else:
         console.print(plan_table(result))
+    if result.short_sample:
+        err.print(f"note: {result.sample_chunks:,} sampled chunks are under {SAMPLE_BATCHES} x max_num_seqs "
+                  f"({SAMPLE_BATCHES * result.max_num_seqs:,}): the engine rate rests on a few batches; raise "
+                  "--sample-chunks (and --sample-docs, which bounds the chunks there are to pick)")

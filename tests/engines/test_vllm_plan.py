@@ -30,6 +30,7 @@ def test_plan_projects_the_real_build(tiny_llm_dir, tmp_path):
     assert projected["documents"] == DOCS and not projected["documents_estimated"] and projected["sample_documents"] == 32
     assert projected["gpus"] == 0 and projected["cost"] == 0 and projected["engine_start_s"] > 0
     assert projected["output_tok_s_from"] == "vllm_steady"  # vLLM's own rate while requests waited
+    assert projected["steady_s"] >= 2.0 and "note:" not in plan.stderr  # 128 chunks hold many batches of 2
     # the engine's batch limits, as vLLM resolved them: its KV cache in tokens is at least the size it logs (that one
     # is rounded down to whole requests of max_model_len)
     logged = int(re.search(r"KV cache size: ([\d,]+) tokens", plan.stdout).group(1).replace(",", ""))
@@ -61,3 +62,16 @@ def test_plan_takes_vllms_steady_rate_only_over_enough_waiting_seconds():
     assert steady_rate({"saturated_s": STEADY_MIN_S / 2, "saturated_tok_s": 9000.0}) is None
     assert steady_rate({"saturated_s": 0.0, "saturated_tok_s": None}) is None
     assert steady_rate({"mean_in_flight": 3.0}) is None and steady_rate(None) is None
+
+
+def test_plan_calls_a_sample_of_few_batches_short():
+    """Under SAMPLE_BATCHES full batches the steady rate rests on a few request lifetimes: `plan` says so."""
+    from paraphrase_pipe.plan import SAMPLE_BATCHES, Plan
+
+    def plan(chunks, seqs):
+        return Plan(files=1, documents=9000, documents_estimated=False, sample_documents=256, chunks=102_664,
+                    source_tokens=1, sample_chunks=chunks, max_num_seqs=seqs)
+
+    assert plan(3107, 1024).short_sample  # the H200 check: 3 batches of 1,024
+    assert not plan(SAMPLE_BATCHES * 1024, 1024).short_sample
+    assert not plan(128, None).short_sample  # an engine that reports no batch limit (HTTP) gets no note
