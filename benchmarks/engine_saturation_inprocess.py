@@ -245,7 +245,14 @@ def plan_check(planned: dict, build: dict) -> str:
              "engine start s": (planned["engine_start_s"], build["start_s"]), "engine tok/s": (planned["output_tok_s"], steady)}
     return "plan / build: " + ", ".join(f"{name} {p:,.0f} / {b:,.0f} = {p / b:.2f}" for name, (p, b) in pairs.items()) + \
         f" (plan took {planned['plan_wall_s']:.0f} s on {planned['sample_chunks']} chunks, its rate over " \
-        f"{planned.get('steady_s') or 0:.1f} s of them)"
+        f"{planned.get('steady_s') or 0:.1f} s of them)" + trace_rates(planned.get("engine_trace") or [])
+
+
+def trace_rates(trace: list[list[float]]) -> str:
+    """The sample's output rate interval by interval while requests waited (from plan's `engine_trace`): an even
+    rate with a slow first or last interval points at the sample's edges, an even slow one at the engine itself."""
+    rates = [f"{(b[1] - a[1]) / (b[0] - a[0]):,.0f}" for a, b in zip(trace, trace[1:]) if a[3] > 0 and b[3] > 0 and b[0] > a[0]]
+    return f"; its tok/s interval by interval while requests waited: {' '.join(rates)}" if rates else ""
 
 
 def plan_against(args, work: Path) -> None:

@@ -42,6 +42,7 @@ class Plan:
     output_tok_s: float = 0.0
     output_tok_s_from: str = ""  # "vllm_steady" (vLLM's rate while requests waited) or "sample_wall"
     steady_s: float | None = None  # seconds of the sample in which requests waited in vLLM (the steady rate's base)
+    engine_trace: list[list[float]] = field(default_factory=list)  # vLLM's per-second figures over the sample
     max_num_seqs: int | None = None  # the engine's batch limit (in-process vLLM)
     kv_cache_tokens: int | None = None  # the engine's KV cache, in tokens (blocks x block size)
     engine_hours: float = 0.0
@@ -216,6 +217,7 @@ def make_plan(config, *, sample_docs: int = 64, sample_chunks: int = 128, gpu_ho
     plan.max_num_seqs = stats.get("full_at") if plan.kv_cache_tokens else None
     steady = steady_rate(counter)
     plan.steady_s = counter.get("saturated_s")
+    plan.engine_trace = engine.scheduler_trace() if hasattr(engine, "scheduler_trace") else []
     plan.output_tok_s_from = "vllm_steady" if steady else "sample_wall"
     plan.output_tok_s = steady or out_tokens / max(engine_s, 1e-9)
     plan.engine_hours = (plan.output_tokens / steady if steady else plan.chunks * engine_s / len(chunks)) / 3600

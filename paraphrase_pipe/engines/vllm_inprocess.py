@@ -159,6 +159,10 @@ class VLLMEngine(LLMEngine):
                 stats["engine_counter"].update(self._watch.stats())
         return stats
 
+    def scheduler_trace(self) -> list[list[float]]:
+        """vLLM's figures sampled about once a second since the engine started (`SchedulerWatch.trace`)."""
+        return self._watch.trace() if self._stepper is not None and self._watch is not None else []
+
     def close(self) -> None:
         if self._stepper is not None:
             self._stopping.set()
@@ -206,6 +210,12 @@ class SchedulerWatch:
         return {"saturated_s": round(seconds, 1), "saturated_tok_s": round(tokens / seconds, 1) if seconds else None,
                 "max_running": int(max((v["running"] for _, v in self.samples), default=0)),
                 "kv_cache_peak": round(max((v["kv"] for _, v in self.samples), default=0.0), 3)}
+
+    def trace(self) -> list[list[float]]:
+        """Every sample as [seconds since the first, output tokens so far, running, waiting, KV use]: what a short
+        run's steady rate rests on (`plan` keeps it; a long build's would be one row a second for days)."""
+        start = self.samples[0][0] if self.samples else 0.0
+        return [[round(t - start, 2), v["tokens"], v["running"], v["waiting"], round(v["kv"], 4)] for t, v in self.samples]
 
 
 class _Batch:

@@ -31,6 +31,9 @@ def test_plan_projects_the_real_build(tiny_llm_dir, tmp_path):
     assert projected["gpus"] == 0 and projected["cost"] == 0 and projected["engine_start_s"] > 0
     assert projected["output_tok_s_from"] == "vllm_steady"  # vLLM's own rate while requests waited
     assert projected["steady_s"] >= 2.0 and "note:" not in plan.stderr  # 128 chunks hold many batches of 2
+    trace = projected["engine_trace"]  # [s, output tokens so far, running, waiting, KV use], about once a second
+    assert len(trace) >= 3 and all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(trace, trace[1:]))
+    assert max(row[2] for row in trace) == MAX_NUM_SEQS and max(row[3] for row in trace) > 0
     # the engine's batch limits, as vLLM resolved them: its KV cache in tokens is at least the size it logs (that one
     # is rounded down to whole requests of max_model_len)
     logged = int(re.search(r"KV cache size: ([\d,]+) tokens", plan.stdout).group(1).replace(",", ""))
