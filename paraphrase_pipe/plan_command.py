@@ -36,7 +36,7 @@ def plan_table(plan: Plan) -> Table:
             ("output tokens (projected)", f"~{plan.output_tokens:,}"),
             ("start-up: engine, filters", f"{plan.engine_start_s:,.1f} s, {plan.cpu_start_s:,.1f} s"),
             ("engine output throughput", f"{plan.output_tok_s:,.0f} tok/s ({RATE_FROM.get(plan.output_tok_s_from, '')}"
-                                         + (f", {plan.steady_s:,.1f} s of the sample)" if plan.steady_s else ")")),
+                                         + (f", {plan.steady_s:,.1f} s of the sample)" if plan.output_tok_s_from == "vllm_steady" else ")")),
             *([("KV cache, batch limit", f"{plan.kv_cache_tokens:,} tokens, max_num_seqs {plan.max_num_seqs}")]
               if plan.kv_cache_tokens else []),
             ("engine-hours", f"{plan.engine_hours:,.2f}"),

@@ -78,3 +78,20 @@ def test_plan_calls_a_sample_of_few_batches_short():
     assert plan(3107, 1024).short_sample  # the H200 check: 3 batches of 1,024
     assert not plan(SAMPLE_BATCHES * 1024, 1024).short_sample
     assert not plan(128, None).short_sample  # an engine that reports no batch limit (HTTP) gets no note
+
+
+def test_plan_table_names_where_the_engine_rate_came_from():
+    from rich.console import Console
+
+    from paraphrase_pipe.plan import Plan
+    from paraphrase_pipe.plan_command import plan_table
+
+    def shown(**rate) -> str:
+        console = Console(record=True, width=200)
+        console.print(plan_table(Plan(files=1, documents=48, documents_estimated=False, sample_documents=32, chunks=200,
+                                      source_tokens=1, sample_chunks=128, **rate)))
+        return console.export_text()
+
+    assert "9,357 tok/s (vLLM's rate while requests waited, 121.0 s of the sample)" in shown(
+        output_tok_s=9357.0, output_tok_s_from="vllm_steady", steady_s=121.0)
+    assert "6,939 tok/s (the sample's wall clock)" in shown(output_tok_s=6939.0, output_tok_s_from="sample_wall", steady_s=1.0)
