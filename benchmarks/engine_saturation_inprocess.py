@@ -251,7 +251,9 @@ def plan_check(planned: dict, build: dict) -> str:
 def trace_rates(trace: list[list[float]]) -> str:
     """The sample's output rate interval by interval while requests waited (from plan's `engine_trace`): an even
     rate with a slow first or last interval points at the sample's edges, an even slow one at the engine itself."""
-    rates = [f"{(b[1] - a[1]) / (b[0] - a[0]):,.0f}" for a, b in zip(trace, trace[1:]) if a[3] > 0 and b[3] > 0 and b[0] > a[0]]
+    from paraphrase_pipe.engines.vllm_inprocess import waiting_intervals
+
+    rates = [f"{(b[1] - a[1]) / (b[0] - a[0]):,.0f}" for a, b in waiting_intervals(trace) if b[0] > a[0]]
     return f"; its tok/s interval by interval while requests waited: {' '.join(rates)}" if rates else ""
 
 

@@ -203,10 +203,13 @@ class SchedulerWatch:
                 values[key] += metric.value
         self.samples.append((now, values))
 
+    def _rows(self) -> list[list[float]]:
+        return [[t, v["tokens"], v["running"], v["waiting"], v["kv"]] for t, v in self.samples]
+
     def stats(self) -> dict[str, Any]:
-        pairs = [(a, b) for a, b in zip(self.samples, self.samples[1:]) if a[1]["waiting"] > 0 and b[1]["waiting"] > 0]
+        pairs = waiting_intervals(self._rows())
         seconds = sum(b[0] - a[0] for a, b in pairs)
-        tokens = sum(b[1]["tokens"] - a[1]["tokens"] for a, b in pairs)
+        tokens = sum(b[1] - a[1] for a, b in pairs)
         return {"saturated_s": round(seconds, 1), "saturated_tok_s": round(tokens / seconds, 1) if seconds else None,
                 "max_running": int(max((v["running"] for _, v in self.samples), default=0)),
                 "kv_cache_peak": round(max((v["kv"] for _, v in self.samples), default=0.0), 3)}
@@ -214,8 +217,15 @@ class SchedulerWatch:
     def trace(self) -> list[list[float]]:
         """Every sample as [seconds since the first, output tokens so far, running, waiting, KV use]: what a short
         run's steady rate rests on (`plan` keeps it; a long build's would be one row a second for days)."""
-        start = self.samples[0][0] if self.samples else 0.0
-        return [[round(t - start, 2), v["tokens"], v["running"], v["waiting"], round(v["kv"], 4)] for t, v in self.samples]
+        rows = self._rows()
+        start = rows[0][0] if rows else 0.0
+        return [[round(t - start, 2), tokens, running, waiting, round(kv, 4)] for t, tokens, running, waiting, kv in rows]
+
+
+def waiting_intervals(rows: list[list[float]]) -> list[tuple[list[float], list[float]]]:
+    """Consecutive samples ([seconds, output tokens so far, running, waiting, KV use]) with requests waiting at both
+    ends: between them the engine ran as many as it could. The steady rate is taken over these."""
+    return [(a, b) for a, b in zip(rows, rows[1:]) if a[3] > 0 and b[3] > 0]
 
 
 class _Batch:
