@@ -19,6 +19,7 @@
 #   scale-125m           100k+ requests end to end (a 125M shape, chunk 128, 64 new tokens: ~1,000 requests/s, the
 #                        pipeline's hardest case), engine start and the whole-build rate vs the window
 #   scale-plan           (the next call, same machine) `plan` with scale-125m's options, 4,096 sampled chunks, vs that build
+#                        (PLAN_AGAINST=JSON: against a build JSON carried in .gpu2 from an earlier machine)
 #   steady-8b-2048 / steady-1.7b-2048 / steady-1.7b-gqa-2048   per-GPU rate at chunk 2048 on a corpus of STEADY_DOCS documents (several
 #                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8
 #   beside-1.7b          the in-process build, 1.7B shape, chunk 512,
@@ -82,7 +83,7 @@ for section in "$@"; do
         --workers 12 --docs "${DOCS:-120}" --build-only --json "$OUT/$section.json" ;;
     scale-125m|scale-plan)  # the build, then (next call, same machine) `plan` with the same options against it
       scale_plan=(--build-only --rounds 1)
-      [ "$section" = scale-plan ] && scale_plan=(--plan-chunks 4096 --plan-docs 384 --plan-against "$STASH/scale-125m.json")
+      [ "$section" = scale-plan ] && scale_plan=(--plan-chunks 4096 --plan-docs 384 --plan-against "${PLAN_AGAINST:-$STASH/scale-125m.json}")
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SCALE_TIMEOUT:-400}" python3 benchmarks/engine_saturation_inprocess.py --shape 125m --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 128 --max-tokens 64 --max-model-len 1024 --max-num-seqs 1024 --corpus-docs "${SCALE_DOCS:-9600}" \
         --docs 0 --docs-per-task 0 --workers 14 "${scale_plan[@]}" --json "$OUT/$section.json" && cp "$OUT/$section.json" "$STASH/" ;;

@@ -67,6 +67,21 @@ def test_plan_takes_vllms_steady_rate_only_over_enough_waiting_seconds():
     assert steady_rate({"mean_in_flight": 3.0}) is None and steady_rate(None) is None
 
 
+def test_steady_intervals_start_once_the_engine_first_ran_its_full_batch():
+    """Requests that wait while the engine core is still taking them in (running below the batch it later ran) are
+    the start, not the steady state; after the engine was first full, an interval where it ran fewer (a cohort
+    finishing) still counts while requests wait at both ends, and one where the queue ran dry does not."""
+    from paraphrase_pipe.engines.vllm_inprocess import waiting_intervals
+
+    #        [s, output tokens so far, running, waiting, KV use]
+    trace = [[0.0, 1, 1, 0, 0.0], [4.3, 64, 0, 0, 0.0], [9.2, 65, 124, 92, 0.0], [14.9, 1_304, 624, 3_472, 0.02],
+             [15.9, 20_913, 1_024, 3_072, 0.04], [17.0, 44_465, 1_024, 3_072, 0.05], [18.0, 65_462, 889, 2_584, 0.04],
+             [19.0, 87_389, 1_024, 306, 0.04], [20.0, 108_891, 1_021, 0, 0.05]]
+    pairs = waiting_intervals(trace)
+    assert [(a[0], b[0]) for a, b in pairs] == [(15.9, 17.0), (17.0, 18.0), (18.0, 19.0)]
+    assert waiting_intervals([]) == [] and waiting_intervals(trace[:3]) == []  # never full with requests waiting after
+
+
 def test_plan_calls_a_sample_of_few_batches_short():
     """Under SAMPLE_BATCHES full batches the steady rate rests on a few request lifetimes: `plan` says so."""
     from paraphrase_pipe.plan import SAMPLE_BATCHES, Plan
