@@ -270,6 +270,10 @@ def main() -> None:
                     pipeline, wall = run_pipeline(args, work, index, args.endpoint)
                     got[side] = pipeline.rate()
             rounds.append((got["direct"], got["pipeline"], wall))
+    except BaseException:
+        if server:  # a client error (a dropped connection) often means the server died: its log says why
+            print(f"the server's log ends with:\n{server.log.read_text(errors='replace')[-4000:]}", file=sys.stderr, flush=True)
+        raise
     finally:
         if server:
             server.stop()

@@ -22,6 +22,8 @@
 #                        (PLAN_AGAINST=JSON: against a build JSON carried in .gpu2 from an earlier machine)
 #   steady-8b-2048 / steady-1.7b-2048 / steady-1.7b-gqa-2048   per-GPU rate at chunk 2048 on a corpus of STEADY_DOCS documents (several
 #                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8
+#   decode-sweep         decode step time vs context (128/1024/2304 at 512 seqs) and batch (256/768 at 2304), 1.7b-gqa,
+#                        fp8 KV: how much of the HBM bandwidth a chunk-2048 decode step reaches (benchmarks/decode_context_sweep.py)
 #   beside-1.7b          the in-process build, 1.7B shape, chunk 512,
 #                        twice per round in alternated order: filters off, and the semantic gate on the GPU in the 12 CPU
 #                        workers beside vLLM (gpu_memory_utilization 0.9 leaves ~14 GB for their CUDA contexts)
@@ -97,6 +99,10 @@ for section in "$@"; do
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SERVE_TIMEOUT:-420}" python3 benchmarks/engine_saturation.py --engine $engine --gpu --shape 1.7b \
         --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --docs-per-task 32 --max-tokens 0 --max-model-len 4096 \
         --max-num-seqs 256 --concurrency 512 --workers 12 --top-p 0.95 --repeat 2 --json "$OUT/$section.json" ;;
+    decode-sweep)  # where decode time goes at chunk 2048: step time vs context and batch (1.7b-gqa, fp8 KV)
+      vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SWEEP_TIMEOUT:-330}" python3 benchmarks/decode_context_sweep.py --shape 1.7b-gqa \
+        --model-tokenizer-dir .gpu2/tok --kv fp8 --seqs 512 --contexts 128 1024 2304 --batches 256 768 --batch-context 2304 \
+        --json "$OUT/decode-sweep.json" 2>&1 | grep -v "^(EngineCore\|^INFO\|^WARNING" ;;
     beside-1.7b)
       minilm || continue
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${BESIDE_TIMEOUT:-480}" python3 benchmarks/engine_saturation_inprocess.py --shape 1.7b \
