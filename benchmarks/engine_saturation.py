@@ -137,7 +137,10 @@ def requests_of_a_build(config, engine_options: dict) -> list[dict]:
 
 async def send_all(url: str, payloads: list[dict], concurrency: int) -> None:
     slots = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+    # every connection kept alive, as the build's client keeps them (httpx keeps 20 by default: the rest would be
+    # closed and opened again around every request)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
 
         async def one(payload):
             async with slots:

@@ -21,7 +21,8 @@
 #   scale-plan           (the next call, same machine) `plan` with scale-125m's options, 4,096 sampled chunks, vs that build
 #                        (PLAN_AGAINST=JSON: against a build JSON carried in .gpu2 from an earlier machine)
 #   steady-8b-2048 / steady-1.7b-2048 / steady-1.7b-gqa-2048   per-GPU rate at chunk 2048 on a corpus of STEADY_DOCS documents (several
-#                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8
+#                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8, VLLM_ARGS="K=V ..." any
+#                        other engine argument (max_num_batched_tokens, enable_prefix_caching)
 #   decode-sweep         decode step time vs context (128/1024/2304 at 512 seqs) and batch (256/768 at 2304), 1.7b-gqa,
 #                        fp8 KV: how much of the HBM bandwidth a chunk-2048 decode step reaches (benchmarks/decode_context_sweep.py)
 #   beside-1.7b          the in-process build, 1.7B shape, chunk 512,
@@ -91,9 +92,10 @@ for section in "$@"; do
         --docs 0 --docs-per-task 0 --workers 14 "${scale_plan[@]}" --json "$OUT/$section.json" && cp "$OUT/$section.json" "$STASH/" ;;
     steady-8b-2048|steady-1.7b-2048|steady-1.7b-gqa-2048)
       shape=${section#steady-}; shape=${shape%-2048}; kv=(); [ -n "${KV:-}" ] && kv=(--vllm-arg "kv_cache_dtype=$KV")
+      for arg in ${VLLM_ARGS:-}; do kv+=(--vllm-arg "$arg"); done  # e.g. VLLM_ARGS="max_num_batched_tokens=4096 enable_prefix_caching=false"
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${STEADY_TIMEOUT:-330}" python3 benchmarks/engine_saturation_inprocess.py --shape "$shape" --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 2048 --max-model-len 8192 --max-num-seqs "${MAX_NUM_SEQS:-256}" --corpus-docs "${STEADY_DOCS:-700}" \
-        --docs 0 --docs-per-task 0 --workers 14 --build-only --rounds 1 "${kv[@]}" --json "$OUT/$section${KV:+-$KV}.json" ;;
+        --docs 0 --docs-per-task 0 --workers 14 --build-only --rounds 1 "${kv[@]}" --json "$OUT/$section${KV:+-$KV}${VLLM_ARGS:+-$(echo $VLLM_ARGS | tr ' =' '-_')}.json" ;;
     openai-1.7b|serve-1.7b)
       engine=openai; [ "$section" = serve-1.7b ] && engine=vllm-serve
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SERVE_TIMEOUT:-420}" python3 benchmarks/engine_saturation.py --engine $engine --gpu --shape 1.7b \
