@@ -179,17 +179,21 @@ class VLLMEngine(LLMEngine):
 
 class SchedulerWatch:
     """vLLM's own Prometheus figures, sampled about once a second by the stepper: output tokens generated, requests
-    running and waiting, KV-cache use. `saturated_tok_s` is the generation rate over the intervals in which requests
-    were waiting at both ends: the engine ran as many as it could (max_num_seqs or the KV cache), so this is the
-    steady per-GPU rate, free of the start and of the tail where the last requests drain; `max_running` is the
-    batch it really ran (below max_num_seqs: the KV cache was the limit)."""
+    running and waiting, KV-cache use. `saturated_tok_s` is the steady per-GPU rate (`SteadyRate`: while requests
+    waited, once the engine had run its full batch), free of the start and of the tail where the last requests
+    drain; `max_running` is the batch it really ran (below max_num_seqs: the KV cache was the limit). Every figure is
+    kept up to date as samples arrive, so reading them costs the same on a days-long build (a Ray engine actor reads
+    them after every batch) as on a short one."""
 
     NAMES = {"vllm:generation_tokens": "tokens", "vllm:num_requests_running": "running",
              "vllm:num_requests_waiting": "waiting", "vllm:kv_cache_usage_perc": "kv"}
+    TRACE_ROWS = 3600  # samples kept for `trace`: the first hour, far longer than a `plan` sample
 
     def __init__(self, engine, every_s: float = 1.0):
         self.engine, self.every_s = engine, every_s
-        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.rows: list[list[float]] = []  # [t, output tokens so far, running, waiting, KV use], the first TRACE_ROWS
+        self.steady = SteadyRate()
+        self.max_running, self.kv_peak = 0.0, 0.0
         self._next = 0.0
 
     def poll(self) -> None:
@@ -201,36 +205,58 @@ class SchedulerWatch:
         for metric in self.engine.get_metrics():  # summed over the engine's labels (one per engine core)
             if (key := self.NAMES.get(metric.name)) is not None:
                 values[key] += metric.value
-        self.samples.append((now, values))
+        self.add([now, values["tokens"], values["running"], values["waiting"], values["kv"]])
 
-    def _rows(self) -> list[list[float]]:
-        return [[t, v["tokens"], v["running"], v["waiting"], v["kv"]] for t, v in self.samples]
+    def add(self, row: list[float]) -> None:
+        self.steady.add(row)
+        self.max_running, self.kv_peak = max(self.max_running, row[2]), max(self.kv_peak, row[4])
+        if len(self.rows) < self.TRACE_ROWS:
+            self.rows.append(row)
 
     def stats(self) -> dict[str, Any]:
-        pairs = waiting_intervals(self._rows())
-        seconds = sum(b[0] - a[0] for a, b in pairs)
-        tokens = sum(b[1] - a[1] for a, b in pairs)
+        seconds, tokens = self.steady.seconds, self.steady.tokens
         return {"saturated_s": round(seconds, 1), "saturated_tok_s": round(tokens / seconds, 1) if seconds else None,
-                "max_running": int(max((v["running"] for _, v in self.samples), default=0)),
-                "kv_cache_peak": round(max((v["kv"] for _, v in self.samples), default=0.0), 3)}
+                "max_running": int(self.max_running), "kv_cache_peak": round(self.kv_peak, 3)}
 
     def trace(self) -> list[list[float]]:
-        """Every sample as [seconds since the first, output tokens so far, running, waiting, KV use]: what a short
-        run's steady rate rests on (`plan` keeps it; a long build's would be one row a second for days)."""
-        rows = self._rows()
-        start = rows[0][0] if rows else 0.0
-        return [[round(t - start, 2), tokens, running, waiting, round(kv, 4)] for t, tokens, running, waiting, kv in rows]
+        """The first TRACE_ROWS samples as [seconds since the first, output tokens so far, running, waiting, KV use]:
+        what a short run's steady rate rests on (`plan` keeps it)."""
+        start = self.rows[0][0] if self.rows else 0.0
+        return [[round(t - start, 2), tokens, running, waiting, round(kv, 4)] for t, tokens, running, waiting, kv in self.rows]
+
+
+class SteadyRate:
+    """The engine's steady rate, kept as samples ([seconds, output tokens so far, running, waiting, KV use]) arrive:
+    tokens and seconds over consecutive samples with requests waiting at both ends (the engine ran as many as it
+    could), from the first sample at which it ran its full batch, the most it has run (a larger batch later starts
+    the count again). Before the engine is first full, requests wait while the engine core is still taking them in:
+    on an H200, a 4,096-request `plan` sample of the 125M shape spent its first 5.7 s there at 1% of its rate, which
+    took the sample's rate to 0.55x the build's."""
+
+    def __init__(self, keep_intervals: bool = False):
+        self.seconds = self.tokens = 0.0
+        self.intervals: list[tuple[list[float], list[float]]] | None = [] if keep_intervals else None
+        self._full = -1.0
+        self._last: list[float] | None = None
+
+    def add(self, row: list[float]) -> None:
+        last, self._last = self._last, row
+        if row[2] > self._full:  # a larger batch than before: the steady state starts here
+            self._full, self.seconds, self.tokens = row[2], 0.0, 0.0
+            if self.intervals is not None:
+                self.intervals.clear()
+        elif last is not None and last[3] > 0 and row[3] > 0:
+            self.seconds, self.tokens = self.seconds + row[0] - last[0], self.tokens + row[1] - last[1]
+            if self.intervals is not None:
+                self.intervals.append((last, row))
 
 
 def waiting_intervals(rows: list[list[float]]) -> list[tuple[list[float], list[float]]]:
-    """Consecutive samples ([seconds, output tokens so far, running, waiting, KV use]) with requests waiting at both
-    ends, from the first sample at which the engine ran its full batch (the most it ran): between them it ran as
-    many as it could. The steady rate is taken over these. Before the engine is first full, requests wait while
-    the engine core is still taking them in (on an H200, a 4,096-request `plan` sample of the 125M shape spent its
-    first 5.7 s there at 1% of its rate, which took the sample's rate to 0.55x the build's)."""
-    full = max((row[2] for row in rows), default=0)
-    rows = rows[next((i for i, row in enumerate(rows) if row[2] >= full), 0):]
-    return [(a, b) for a, b in zip(rows, rows[1:]) if a[3] > 0 and b[3] > 0]
+    """The pairs of consecutive samples the steady rate is taken over (`SteadyRate`), for a recorded trace."""
+    steady = SteadyRate(keep_intervals=True)
+    for row in rows:
+        steady.add(row)
+    return steady.intervals or []
 
 
 class _Batch:

@@ -82,6 +82,26 @@ def test_steady_intervals_start_once_the_engine_first_ran_its_full_batch():
     assert waiting_intervals([]) == [] and waiting_intervals(trace[:3]) == []  # never full with requests waiting after
 
 
+def test_scheduler_watch_keeps_its_figures_as_samples_arrive_and_a_bounded_trace():
+    """A days-long build samples vLLM every second: the watch's figures are those of the whole run (the same rule as
+    `waiting_intervals` over every sample), while it keeps only the first TRACE_ROWS samples for `trace`."""
+    from paraphrase_pipe.engines.vllm_inprocess import SchedulerWatch, waiting_intervals
+
+    rows = [[0.0, 0.0, 3.0, 5.0, 0.1]] + [[float(i), 100.0 * i, 8.0 - (i % 3 == 0), 5.0 * (i % 7 != 0), 0.2 + (i == 900) * 0.5]
+                                        for i in range(1, 5000)]
+    watch = SchedulerWatch(engine=None)
+    watch.TRACE_ROWS = 1000
+    for row in rows:
+        watch.add(row)
+    pairs = waiting_intervals(rows)
+    seconds, tokens = sum(b[0] - a[0] for a, b in pairs), sum(b[1] - a[1] for a, b in pairs)
+    assert watch.stats() == {"saturated_s": round(seconds, 1), "saturated_tok_s": round(tokens / seconds, 1),
+                             "max_running": 8, "kv_cache_peak": 0.7}
+    assert 3000 < seconds < 5000 and pairs[0][0][0] == 1.0  # from the first full batch (8, at 1 s) to the end
+    trace = watch.trace()
+    assert len(trace) == 1000 and trace[0] == [0.0, 0.0, 3.0, 5.0, 0.1] and trace[-1][0] == 999.0
+
+
 def test_plan_calls_a_sample_of_few_batches_short():
     """Under SAMPLE_BATCHES full batches the steady rate rests on a few request lifetimes: `plan` says so."""
     from paraphrase_pipe.plan import SAMPLE_BATCHES, Plan
