@@ -180,7 +180,7 @@ class VLLMEngine(LLMEngine):
 class SchedulerWatch:
     """vLLM's own Prometheus figures, sampled about once a second by the stepper: output tokens generated, requests
     running and waiting, KV-cache use. `saturated_tok_s` is the steady per-GPU rate (`SteadyRate`: while requests
-    waited, once the engine had run its full batch), free of the start and of the tail where the last requests
+    waited, once the engine had run a full batch), free of the start and of the tail where the last requests
     drain; `max_running` is the batch it really ran (below max_num_seqs: the KV cache was the limit). Every figure is
     kept up to date as samples arrive, so reading them costs the same on a days-long build (a Ray engine actor reads
     them after every batch) as on a short one."""
@@ -228,24 +228,32 @@ class SchedulerWatch:
 class SteadyRate:
     """The engine's steady rate, kept as samples ([seconds, output tokens so far, running, waiting, KV use]) arrive:
     tokens and seconds over consecutive samples with requests waiting at both ends (the engine ran as many as it
-    could), from the first sample at which it ran its full batch, the most it has run (a larger batch later starts
-    the count again). Before the engine is first full, requests wait while the engine core is still taking them in:
-    on an H200, a 4,096-request `plan` sample of the 125M shape spent its first 5.7 s there at 1% of its rate, which
-    took the sample's rate to 0.55x the build's."""
+    could), from the first sample at which it ran a full batch: at least FULL_SHARE of the most it has run. A batch
+    that later grows past that share of it (a restart, a cache that grew) starts the count again; one more sequence
+    after hours does not. Before the engine is first full, requests wait while the engine core is still taking them
+    in: on an H200, a 4,096-request `plan` sample of the 125M shape spent its first 5.7 s there at 1% of its rate,
+    which took the sample's rate to 0.55x the build's."""
+
+    FULL_SHARE = 0.9
 
     def __init__(self, keep_intervals: bool = False):
         self.seconds = self.tokens = 0.0
         self.intervals: list[tuple[list[float], list[float]]] | None = [] if keep_intervals else None
-        self._full = -1.0
+        self._full = 0.0  # the most the engine has run
+        self._counted_from: float | None = None  # the batch running at the sample the count starts from
         self._last: list[float] | None = None
 
     def add(self, row: list[float]) -> None:
         last, self._last = self._last, row
-        if row[2] > self._full:  # a larger batch than before: the steady state starts here
-            self._full, self.seconds, self.tokens = row[2], 0.0, 0.0
+        self._full = max(self._full, row[2])
+        if self._counted_from is not None and self._counted_from < self.FULL_SHARE * self._full:
+            self._counted_from, self.seconds, self.tokens = None, 0.0, 0.0
             if self.intervals is not None:
                 self.intervals.clear()
-        elif last is not None and last[3] > 0 and row[3] > 0:
+        if self._counted_from is None:
+            if row[2] >= self.FULL_SHARE * self._full:
+                self._counted_from = row[2]
+        elif last[3] > 0 and row[3] > 0:
             self.seconds, self.tokens = self.seconds + row[0] - last[0], self.tokens + row[1] - last[1]
             if self.intervals is not None:
                 self.intervals.append((last, row))

@@ -80,6 +80,11 @@ def test_steady_intervals_start_once_the_engine_first_ran_its_full_batch():
     pairs = waiting_intervals(trace)
     assert [(a[0], b[0]) for a, b in pairs] == [(15.9, 17.0), (17.0, 18.0), (18.0, 19.0)]
     assert waiting_intervals([]) == [] and waiting_intervals(trace[:3]) == []  # never full with requests waiting after
+    # one more sequence than ever before keeps the count; a batch that grows past FULL_SHARE of it starts it again
+    later = trace[:8] + [[20.0, 108_891, 1_030, 300, 0.05], [21.0, 130_000, 1_030, 300, 0.05]]
+    assert [(a[0], b[0]) for a, b in waiting_intervals(later)] == [(15.9, 17.0), (17.0, 18.0), (18.0, 19.0), (19.0, 20.0), (20.0, 21.0)]
+    grown = later + [[22.0, 150_000, 1_400, 300, 0.07], [23.0, 180_000, 1_400, 300, 0.07]]
+    assert [(a[0], b[0]) for a, b in waiting_intervals(grown)] == [(22.0, 23.0)]
 
 
 def test_scheduler_watch_keeps_its_figures_as_samples_arrive_and_a_bounded_trace():
