@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -219,6 +220,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="alternate direct/pipeline rounds (a shared machine drifts)")
     parser.add_argument("--pin", action="store_true", help="openai: server on CPU 0, clients and build on CPU 1 (on a CPU "
                         "box the engine and the pipeline otherwise fight for the same cores, which a GPU box does not)")
+    parser.add_argument("--order-only", action="store_true", help="the noise floor: in place of the build, the bare "
+                        "client again with the same requests in a seeded shuffled order (a build sends them in the order "
+                        "its workers chunk them, which differs from run to run)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -269,6 +273,12 @@ def main() -> None:
                     with Counter(args.endpoint) as direct:
                         asyncio.run(send_all(args.endpoint, payloads, in_flight))
                     got[side] = direct.rate()
+                elif args.order_only:  # the bare client again, the same requests in another order: no build at all
+                    shuffled = random.Random(index).sample(payloads, len(payloads))
+                    started = time.perf_counter()
+                    with Counter(args.endpoint) as again:
+                        asyncio.run(send_all(args.endpoint, shuffled, in_flight))
+                    got[side], wall = again.rate(), time.perf_counter() - started
                 else:
                     pipeline, wall = run_pipeline(args, work, index, args.endpoint)
                     got[side] = pipeline.rate()
@@ -283,17 +293,19 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     shape = f"one client x {args.concurrency}, {args.workers} CPU workers"
-    print(f"{len(payloads)} requests, {in_flight} in flight (direct) / {shape} (pipeline, --engine {args.engine})")
+    other = "shuffled" if args.order_only else "pipeline"  # what the second side was
+    print(f"{len(payloads)} requests, {in_flight} in flight (direct) / " +
+          ("the bare client, the same requests shuffled" if args.order_only else f"{shape} (pipeline, --engine {args.engine})"))
     for (d_tokens, d_time, d_rate, d_busy), (p_tokens, p_time, p_rate, p_busy), wall in rounds:
         print(f"direct   {d_tokens:>8,.0f} tok in {d_time:6.1f} s = {d_rate:7,.1f} tok/s, {d_busy:5.1f} req in engine | "
-              f"pipeline {p_tokens:>8,.0f} tok in {p_time:6.1f} s = {p_rate:7,.1f} tok/s, {p_busy:5.1f} req in engine "
-              f"(whole build {wall:.1f} s) | throughput ratio {p_rate / d_rate:.3f}, occupancy ratio {p_busy / d_busy:.3f}")
+              f"{other} {p_tokens:>8,.0f} tok in {p_time:6.1f} s = {p_rate:7,.1f} tok/s, {p_busy:5.1f} req in engine "
+              f"(wall {wall:.1f} s) | throughput ratio {p_rate / d_rate:.3f}, occupancy ratio {p_busy / d_busy:.3f}")
         if d_tokens != p_tokens:
             print(f"  note: {d_tokens:.0f} vs {p_tokens:.0f} tokens: the two runs did not generate the same tokens")
     mean = lambda side, i: sum(r[side][i] for r in rounds) / len(rounds)  # noqa: E731
     ratio, occupancy = mean(1, 2) / mean(0, 2), mean(1, 3) / mean(0, 3)
-    print(f"pipeline/direct output-token throughput (mean of {len(rounds)} rounds): {ratio:.3f}  (target >= 0.95)")
-    print(f"pipeline/direct requests kept in the engine (mean of {len(rounds)} rounds): {occupancy:.3f}")
+    print(f"{other}/direct output-token throughput (mean of {len(rounds)} rounds): {ratio:.3f}" + ("" if args.order_only else "  (target >= 0.95)"))
+    print(f"{other}/direct requests kept in the engine (mean of {len(rounds)} rounds): {occupancy:.3f}")
     if args.json:
         args.json.write_text(json.dumps({
             "engine": args.engine, "requests": len(payloads), "in_flight": in_flight, "workers": args.workers,
