@@ -14,6 +14,7 @@
 #   inproc-1.7b          build --engine vllm vs LLM.generate, 1.7B Llama shape, chunk 512 (the 1,018 requests)
 #   openai-1.7b          build --engine openai vs a bare client, same server, same requests
 #   serve-1.7b           build --serve vs a bare client
+#                        (ORDER_ONLY=1: the bare client vs itself with the requests shuffled, the comparison's noise floor)
 #   inproc-8b-2048       per-GPU throughput of build --engine vllm, 8B shape, chunk 2048, the recipe's real prompt
 #   inproc-1.7b-2048     the same at 1.7B
 #   scale-125m           100k+ requests end to end (a 125M shape, chunk 128, 64 new tokens: ~1,000 requests/s, the
@@ -100,7 +101,7 @@ for section in "$@"; do
       engine=openai; [ "$section" = serve-1.7b ] && engine=vllm-serve
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SERVE_TIMEOUT:-420}" python3 benchmarks/engine_saturation.py --engine $engine --gpu --shape 1.7b \
         --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --docs-per-task 32 --max-tokens 0 --max-model-len 4096 \
-        --max-num-seqs 256 --concurrency 512 --workers 12 --top-p 0.95 --repeat 2 --json "$OUT/$section.json" ;;
+        --max-num-seqs 256 --concurrency 512 --workers 12 --top-p 0.95 --repeat 2 ${ORDER_ONLY:+--order-only} --json "$OUT/$section.json" ;;
     decode-sweep)  # where decode time goes at chunk 2048: step time vs context and batch (1.7b-gqa, fp8 KV)
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SWEEP_TIMEOUT:-330}" python3 benchmarks/decode_context_sweep.py --shape 1.7b-gqa \
         --model-tokenizer-dir .gpu2/tok --kv fp8 --seqs 512 --contexts 128 1024 2304 --batches 256 768 --batch-context 2304 \
