@@ -150,6 +150,14 @@ async def send_all(url: str, payloads: list[dict], concurrency: int) -> None:
         await asyncio.gather(*(one(p) for p in payloads))
 
 
+def bare_client(url: str, payloads: list[dict], concurrency: int) -> tuple[tuple, float]:
+    """One round of the bare client: the server counter's figures over its window, and the wall seconds."""
+    started = time.perf_counter()
+    with Counter(url) as counter:
+        asyncio.run(send_all(url, payloads, concurrency))
+    return counter.rate(), time.perf_counter() - started
+
+
 def managed_server_url(out: Path):
     """The server `build --serve` starts: its port is on the command line at the top of its log."""
     def find() -> str | None:
@@ -270,15 +278,10 @@ def main() -> None:
             for side in ("direct", "pipeline") if index % 2 == 0 else ("pipeline", "direct"):
                 reset_prefix_cache(args.endpoint)
                 if side == "direct":
-                    with Counter(args.endpoint) as direct:
-                        asyncio.run(send_all(args.endpoint, payloads, in_flight))
-                    got[side] = direct.rate()
+                    got[side], _ = bare_client(args.endpoint, payloads, in_flight)
                 elif args.order_only:  # the bare client again, the same requests in another order: no build at all
                     shuffled = random.Random(index).sample(payloads, len(payloads))
-                    started = time.perf_counter()
-                    with Counter(args.endpoint) as again:
-                        asyncio.run(send_all(args.endpoint, shuffled, in_flight))
-                    got[side], wall = again.rate(), time.perf_counter() - started
+                    got[side], wall = bare_client(args.endpoint, shuffled, in_flight)
                 else:
                     pipeline, wall = run_pipeline(args, work, index, args.endpoint)
                     got[side] = pipeline.rate()
