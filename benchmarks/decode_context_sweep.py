@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from engine_saturation_inprocess import SHAPES, write_shape  # noqa: E402
 
 HBM_TB_S = 4.8  # H200's HBM3e bandwidth (NVIDIA's figure)
+WARMUP_CONTEXT = 64  # prompt tokens of the untimed first point
 
 
 def main() -> None:
@@ -47,11 +48,12 @@ def main() -> None:
     hidden, inter, layers, heads, kv_heads = SHAPES[args.shape]
     model = write_shape(Path(tempfile.mkdtemp(prefix="decode-sweep-")) / args.shape, args.shape, args.model_tokenizer_dir)
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
-    longest = max([*args.contexts, args.batch_context]) + args.new + 8
+    longest = max([WARMUP_CONTEXT, *args.contexts, args.batch_context]) + args.new + 8
     llm = LLM(model=str(model), load_format="dummy", dtype="bfloat16", kv_cache_dtype=args.kv, enable_prefix_caching=False,
               max_model_len=longest, max_num_seqs=max([args.seqs, *args.batches]), seed=0)
     kv_bytes = layers * kv_heads * (hidden // heads) * 2 * (1 if "fp8" in args.kv else 2)  # K and V, per token
-    weight_bytes = 2 * (layers * (4 * hidden * hidden * (heads + kv_heads) // (2 * heads) + 3 * hidden * inter) + vocab * hidden)  # the LM head; embedding rows are gathered
+    attention = 2 * hidden * hidden + 2 * hidden * (hidden // heads) * kv_heads  # q, o; k, v
+    weight_bytes = 2 * (layers * (attention + 3 * hidden * inter) + vocab * hidden)  # + the LM head (embeddings: gathered rows)
     rng = random.Random(0)
 
     def point(seqs: int, context: int) -> dict:
@@ -72,7 +74,7 @@ def main() -> None:
               f"({read / step / 1e12 / HBM_TB_S:.0%} of {HBM_TB_S} TB/s)", flush=True)
         return row
 
-    point(min(args.batches + [args.seqs]), 64)  # untimed: the kernels of a first decode are built here
+    point(min(args.batches + [args.seqs]), WARMUP_CONTEXT)  # untimed: the kernels of a first decode are built here
     rows = [point(args.seqs, c) for c in args.contexts] + [point(b, args.batch_context) for b in args.batches]
     print(f"weights {weight_bytes / 1e9:.1f} GB, KV {kv_bytes / 1024:.0f} KiB per token ({args.kv})")
     if args.json:
