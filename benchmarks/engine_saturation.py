@@ -144,8 +144,17 @@ async def send_all(url: str, payloads: list[dict], concurrency: int) -> None:
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
 
         async def one(payload):
+            # a dropped connection is sent again, twice at most, as the openai SDK's default client and the build's
+            # client do (the H200 warm-up's 512 connections met an httpx.ReadError from a healthy server)
             async with slots:
-                (await client.post(f"{url}/v1/completions", json=payload)).raise_for_status()
+                for attempt in range(3):
+                    try:
+                        return (await client.post(f"{url}/v1/completions", json=payload)).raise_for_status()
+                    except httpx.TransportError as exc:
+                        if attempt == 2:
+                            raise
+                        print(f"bare client: {type(exc).__name__}, sent again", file=sys.stderr, flush=True)
+                        await asyncio.sleep(0.5 * 2 ** attempt)
 
         await asyncio.gather(*(one(p) for p in payloads))
 
