@@ -114,21 +114,60 @@ def build_requests(args, work: Path) -> list[dict]:
 
 
 def direct_side(args) -> None:
-    """One fresh engine: LLM.generate over every request at once; prints one JSON line."""
-    from vllm import LLM, SamplingParams
+    """One fresh engine driven the way vLLM's own `vllm bench throughput` drives it, every request at once: `LLM.generate`
+    (`--direct generate`), or `AsyncLLM` with one task per request (`--direct async`, its `--async-engine`); prints
+    one JSON line. For `generate`, the seconds its driver spent adding the requests (render + add, one by one, while
+    the engine core already steps on the first ones) are in the line, so a slow direct side says where it lost."""
+    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
 
     payloads = json.loads(Path(args.requests).read_text())
-    llm = LLM(model=args.model, **engine_args(args))
     prompts = [TokensPrompt(prompt_token_ids=p["prompt"]) for p in payloads]
-    params = [SamplingParams(temperature=p["temperature"], top_p=p["top_p"], max_tokens=p["max_tokens"], seed=p["seed"])
-              for p in payloads]
-    started = time.perf_counter()
-    outputs = llm.generate(prompts, params, use_tqdm=False)
-    window = time.perf_counter() - started
-    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    params = [SamplingParams(temperature=p["temperature"], top_p=p["top_p"], max_tokens=p["max_tokens"], seed=p["seed"],
+                             output_kind=RequestOutputKind.FINAL_ONLY) for p in payloads]
+    if args.direct == "async":
+        import asyncio
+
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=args.model, **engine_args(args)))
+
+        async def one(index: int) -> int:
+            async for out in engine.generate(prompts[index], params[index], request_id=str(index)):
+                last = out
+            return len(last.outputs[0].token_ids)
+
+        async def everything() -> list[int]:
+            return await asyncio.gather(*(one(i) for i in range(len(prompts))))
+
+        started = time.perf_counter()
+        tokens, added_s = sum(asyncio.run(everything())), None
+        window = time.perf_counter() - started
+        max_num_seqs = engine.vllm_config.scheduler_config.max_num_seqs
+        engine.shutdown()
+    else:
+        from vllm import LLM
+
+        llm = LLM(model=args.model, **engine_args(args))
+        engine, last_add = llm.llm_engine, [0.0]
+        add_request = engine.add_request
+
+        def timed_add(*a, **k):  # the instance attribute LLM.generate calls: one clock read per request
+            try:
+                return add_request(*a, **k)
+            finally:
+                last_add[0] = time.perf_counter()
+
+        engine.add_request = timed_add
+        started = time.perf_counter()
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        window = time.perf_counter() - started
+        tokens, added_s = sum(len(o.outputs[0].token_ids) for o in outputs), last_add[0] - started
+        max_num_seqs = engine.vllm_config.scheduler_config.max_num_seqs
     print("RESULT " + json.dumps({"output_tokens": tokens, "window_s": window, "output_tok_s": tokens / window,
-                                  "max_num_seqs": llm.llm_engine.vllm_config.scheduler_config.max_num_seqs}), flush=True)
+                                  "driver": args.direct, "added_s": added_s, "max_num_seqs": max_num_seqs}), flush=True)
 
 
 def warm_up(args, work: Path, payloads: list[dict]) -> None:
@@ -146,6 +185,7 @@ def run_direct(args, work: Path, requests: str = "requests.json") -> dict:
     cmd = [sys.executable, __file__, "--side", "direct", "--requests", str(work / requests), "--model", args.model,
            "--max-num-seqs", str(args.max_num_seqs), "--max-model-len", str(args.max_model_len)]
     cmd += ["--cpu"] * args.cpu + ["--dummy"] * args.dummy + [f"--vllm-arg={item}" for item in args.vllm_arg]
+    cmd += ["--direct", args.direct]
     if args.gpu_memory_utilization:
         cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -318,6 +358,8 @@ def main() -> None:
     parser.add_argument("--plan-against", type=Path, metavar="JSON", help="run only `plan` and compare it with the build "
                         "in this earlier --build-only JSON of the same options (a build and its plan in two device calls)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--direct", choices=("generate", "async"), default="generate", help="how the direct side drives "
+                        "vLLM: LLM.generate, or AsyncLLM with one task per request (vllm bench throughput --async-engine)")
     parser.add_argument("--build-only", action="store_true", help="per-GPU throughput of the build alone (no direct side)")
     parser.add_argument("--beside-semantic", metavar="MODEL", help="with --build-only: each round runs the build twice, "
                         "filters off and the semantic gate (this sentence-transformers model) on the GPU beside vLLM, in "
@@ -372,7 +414,9 @@ def main() -> None:
                       f"after it {b['after_start_tok_s']:,.0f} tok/s ({b['after_start_tok_s'] / b['output_tok_s']:.3f} x); {scheduler(b)}", flush=True)
                 continue
             d = got["direct"]
-            print(f"round {index + 1} ({' then '.join(order)}): direct {d['output_tokens']:,} tok in {d['window_s']:.1f} s = "
+            added = f", requests added in the first {d['added_s']:.1f} s" if d.get("added_s") is not None else ""
+            print(f"round {index + 1} ({' then '.join(order)}): direct ({d['driver']}) {d['output_tokens']:,} tok in "
+                  f"{d['window_s']:.1f} s{added} = "
                   f"{d['output_tok_s']:,.0f} tok/s | build {b['output_tokens']:,} tok in {b['window_s']:.1f} s = "
                   f"{b['output_tok_s']:,.0f} tok/s (ratio {b['output_tok_s'] / d['output_tok_s']:.3f}); "
                   f"build in flight {b['mean_in_flight']:.0f} (vLLM's counter {b['engine_counter']['mean_in_flight']:.0f}, "

@@ -14,6 +14,8 @@
 #   inproc-1.7b          build --engine vllm vs LLM.generate, 1.7B Llama shape, chunk 512 (the 1,018 requests)
 #   inproc-125m          the same at the 125M shape, chunk 128, 64 new tokens, max_num_seqs 1024 (~1,000 requests/s;
 #                        DOCS documents of the synthetic corpus, default 1,200: ~13,700 requests)
+#                        (both inproc sections: DIRECT=async drives the direct side through AsyncLLM, one task per
+#                        request, as `vllm bench throughput --async-engine` does, instead of LLM.generate)
 #   openai-1.7b          build --engine openai vs a bare client, same server, same requests
 #   serve-1.7b           build --serve vs a bare client
 #                        (ORDER_ONLY=1: the bare client vs itself with the requests shuffled, the comparison's noise floor)
@@ -81,11 +83,11 @@ for section in "$@"; do
     inproc-1.7b)
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${INPROC_TIMEOUT:-420}" python3 benchmarks/engine_saturation_inprocess.py --shape 1.7b --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 512 --docs "${DOCS:-200}" --max-num-seqs 256 --rounds 2 --workers 12 --warmup 32 \
-        --json "$OUT/inproc-1.7b.json" ;;
+        --direct "${DIRECT:-generate}" --json "$OUT/inproc-1.7b${DIRECT:+-$DIRECT}.json" ;;
     inproc-125m)  # build --engine vllm vs LLM.generate at ~1,000 requests/s (125M shape, chunk 128, 64 new tokens): the driver's hardest case
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${INPROC_TIMEOUT:-480}" python3 benchmarks/engine_saturation_inprocess.py --shape 125m --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 128 --max-tokens 64 --max-model-len 1024 --max-num-seqs 1024 --corpus-docs "${DOCS:-1200}" \
-        --docs 0 --docs-per-task 0 --workers 14 --rounds 2 --warmup 16 --json "$OUT/inproc-125m.json" ;;
+        --docs 0 --docs-per-task 0 --workers 14 --rounds 2 --warmup 16 --direct "${DIRECT:-generate}" --json "$OUT/inproc-125m${DIRECT:+-$DIRECT}.json" ;;
     inproc-1.7b-2048|inproc-8b-2048)
       shape=${section#inproc-}; shape=${shape%-2048}
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation_inprocess.py --shape "$shape" --dummy \
