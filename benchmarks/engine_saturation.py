@@ -105,6 +105,15 @@ class Counter:
         return last_value - first_value, active, (last_value - first_value) / active, sum(occupancy) / len(occupancy)
 
 
+def share(part: float, whole: float) -> float | None:
+    """part / whole, or None where no sample of a short window (~2 s on a loaded CPU) caught a request in the engine."""
+    return part / whole if whole else None
+
+
+def shown(ratio: float | None) -> str:
+    return f"{ratio:.3f}" if ratio is not None else "n/a (no sample caught a request in the engine)"
+
+
 def front_rows(config):
     """What a build with this config reads and chunks (every chunk, and the rows dead-lettered before the LLM), made
     by the build's own code."""
@@ -311,17 +320,17 @@ def main() -> None:
     for (d_tokens, d_time, d_rate, d_busy), (p_tokens, p_time, p_rate, p_busy), wall in rounds:
         print(f"direct   {d_tokens:>8,.0f} tok in {d_time:6.1f} s = {d_rate:7,.1f} tok/s, {d_busy:5.1f} req in engine | "
               f"{other} {p_tokens:>8,.0f} tok in {p_time:6.1f} s = {p_rate:7,.1f} tok/s, {p_busy:5.1f} req in engine "
-              f"(wall {wall:.1f} s) | throughput ratio {p_rate / d_rate:.3f}, occupancy ratio {p_busy / d_busy:.3f}")
+              f"(wall {wall:.1f} s) | throughput ratio {p_rate / d_rate:.3f}, occupancy ratio {shown(share(p_busy, d_busy))}")
         if d_tokens != p_tokens:
             print(f"  note: {d_tokens:.0f} vs {p_tokens:.0f} tokens: the two runs did not generate the same tokens")
     mean = lambda side, i: sum(r[side][i] for r in rounds) / len(rounds)  # noqa: E731
-    ratio, occupancy = mean(1, 2) / mean(0, 2), mean(1, 3) / mean(0, 3)
+    ratio, occupancy = mean(1, 2) / mean(0, 2), share(mean(1, 3), mean(0, 3))
     print(f"{other}/direct output-token throughput (mean of {len(rounds)} rounds): {ratio:.3f}" + ("" if args.order_only else "  (target >= 0.95)"))
-    print(f"{other}/direct requests kept in the engine (mean of {len(rounds)} rounds): {occupancy:.3f}")
+    print(f"{other}/direct requests kept in the engine (mean of {len(rounds)} rounds): {shown(occupancy)}")
     if args.json:
         args.json.write_text(json.dumps({
             "engine": args.engine, "requests": len(payloads), "in_flight": in_flight, "workers": args.workers,
-            "concurrency": args.concurrency, "throughput_ratio": round(ratio, 3), "occupancy_ratio": round(occupancy, 3),
+            "concurrency": args.concurrency, "throughput_ratio": round(ratio, 3), "occupancy_ratio": occupancy and round(occupancy, 3),
             "rounds": [{"direct": d, "pipeline": p, "build_wall_s": w} for d, p, w in rounds]}, indent=2))
 
 
