@@ -224,6 +224,24 @@ def engine_flags(args) -> list[str]:
     return flags + ["-E", f"top_p={args.top_p}"] + (["-E", f"max_tokens={args.max_tokens}"] if args.max_tokens else [])
 
 
+def round_line(one: tuple, other: str) -> str:
+    """One round's figures: each side's tokens, window, rate and requests kept in the engine, and their ratios."""
+    (d_tokens, d_time, d_rate, d_busy), (p_tokens, p_time, p_rate, p_busy), wall = one
+    line = (f"direct   {d_tokens:>8,.0f} tok in {d_time:6.1f} s = {d_rate:7,.1f} tok/s, {d_busy:5.1f} req in engine | "
+            f"{other} {p_tokens:>8,.0f} tok in {p_time:6.1f} s = {p_rate:7,.1f} tok/s, {p_busy:5.1f} req in engine "
+            f"(wall {wall:.1f} s) | throughput ratio {p_rate / d_rate:.3f}, occupancy ratio {shown(share(p_busy, d_busy))}")
+    if d_tokens != p_tokens:
+        line += f"\n  note: {d_tokens:.0f} vs {p_tokens:.0f} tokens: the two runs did not generate the same tokens"
+    return line
+
+
+def write_json(args, payloads: list, in_flight: int, rounds: list, **figures) -> None:
+    args.json.write_text(json.dumps({
+        "engine": args.engine, "requests": len(payloads), "in_flight": in_flight, "workers": args.workers,
+        "concurrency": args.concurrency, **figures,
+        "rounds": [{"direct": d, "pipeline": p, "build_wall_s": w} for d, p, w in rounds]}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=("openai", "vllm-serve"), default="openai", help="how the build reaches vLLM")
@@ -279,6 +297,7 @@ def main() -> None:
     if args.pin:
         os.sched_setaffinity(0, {1})  # this process (direct client) and the build it starts
     rounds = []
+    other = "shuffled" if args.order_only else "pipeline"  # what the second side was
     try:
         # top_p=1: a random model's near-uniform distributions make the top-p cut-off flip with batch composition;
         # without it both runs generate the very same tokens
@@ -304,6 +323,9 @@ def main() -> None:
                     pipeline, wall = run_pipeline(args, work, index, args.endpoint)
                     got[side] = pipeline.rate()
             rounds.append((got["direct"], got["pipeline"], wall))
+            print(f"round {index + 1}: " + round_line(rounds[-1], other), flush=True)  # a run cut by a time limit keeps it
+            if args.json:
+                write_json(args, payloads, in_flight, rounds, partial=True)
     except BaseException:
         if server:  # a client error (a dropped connection) often means the server died: its log says why
             print(f"the server's log ends with:\n{server.log.read_text(errors='replace')[-4000:]}", file=sys.stderr, flush=True)
@@ -314,24 +336,16 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     shape = f"one client x {args.concurrency}, {args.workers} CPU workers"
-    other = "shuffled" if args.order_only else "pipeline"  # what the second side was
     print(f"{len(payloads)} requests, {in_flight} in flight (direct) / " +
           ("the bare client, the same requests shuffled" if args.order_only else f"{shape} (pipeline, --engine {args.engine})"))
-    for (d_tokens, d_time, d_rate, d_busy), (p_tokens, p_time, p_rate, p_busy), wall in rounds:
-        print(f"direct   {d_tokens:>8,.0f} tok in {d_time:6.1f} s = {d_rate:7,.1f} tok/s, {d_busy:5.1f} req in engine | "
-              f"{other} {p_tokens:>8,.0f} tok in {p_time:6.1f} s = {p_rate:7,.1f} tok/s, {p_busy:5.1f} req in engine "
-              f"(wall {wall:.1f} s) | throughput ratio {p_rate / d_rate:.3f}, occupancy ratio {shown(share(p_busy, d_busy))}")
-        if d_tokens != p_tokens:
-            print(f"  note: {d_tokens:.0f} vs {p_tokens:.0f} tokens: the two runs did not generate the same tokens")
+    for one in rounds:
+        print(round_line(one, other))
     mean = lambda side, i: sum(r[side][i] for r in rounds) / len(rounds)  # noqa: E731
     ratio, occupancy = mean(1, 2) / mean(0, 2), share(mean(1, 3), mean(0, 3))
     print(f"{other}/direct output-token throughput (mean of {len(rounds)} rounds): {ratio:.3f}" + ("" if args.order_only else "  (target >= 0.95)"))
     print(f"{other}/direct requests kept in the engine (mean of {len(rounds)} rounds): {shown(occupancy)}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "engine": args.engine, "requests": len(payloads), "in_flight": in_flight, "workers": args.workers,
-            "concurrency": args.concurrency, "throughput_ratio": round(ratio, 3), "occupancy_ratio": occupancy and round(occupancy, 3),
-            "rounds": [{"direct": d, "pipeline": p, "build_wall_s": w} for d, p, w in rounds]}, indent=2))
+        write_json(args, payloads, in_flight, rounds, throughput_ratio=round(ratio, 3), occupancy_ratio=occupancy and round(occupancy, 3))
 
 
 if __name__ == "__main__":
