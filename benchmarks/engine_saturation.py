@@ -191,7 +191,7 @@ def reset_prefix_cache(url: str) -> None:
     httpx.post(f"{url}/reset_prefix_cache", timeout=60).raise_for_status()
 
 
-def run_pipeline(args, work: Path, index: int, endpoint: str) -> tuple[Counter, float]:
+def run_pipeline(args, work: Path, index: int | str, endpoint: str) -> tuple[Counter, float]:
     out = work / f"out-{index}"
     cmd = [sys.executable, "-m", "paraphrase_pipe.cli", "build", "-o", str(out), "--recipe", str(work / "recipe.yaml"),
            "--chunk", str(args.chunk), "--tokenizer", args.tokenizer, "--limit", str(args.docs), "--model", args.model,
@@ -309,6 +309,9 @@ def main() -> None:
         # warm-up, untimed: every request with a few new tokens passes the batch sizes the rounds meet, so the kernels
         # the first round would compile (Triton's cache is per machine; round 1 ran ~15% slower without it) are built
         asyncio.run(send_all(args.endpoint, [{**p, "max_tokens": min(p["max_tokens"], 16)} for p in payloads], args.concurrency))
+        if args.engine == "vllm-serve":  # the build's own server is a fresh engine every round: its first one, untimed,
+            # compiles what the rest load (2026-12-03: the first timed --serve build ran at 0.86x, the second at 0.98x)
+            run_pipeline(argparse.Namespace(**{**vars(args), "max_tokens": 16}), work, "warmup", args.endpoint)
         in_flight = args.concurrency
         for index in range(args.repeat):
             got = {}

@@ -170,15 +170,23 @@ def direct_side(args) -> None:
                                   "driver": args.direct, "added_s": added_s, "max_num_seqs": max_num_seqs}), flush=True)
 
 
-def warm_up(args, work: Path, payloads: list[dict]) -> None:
-    """One untimed engine over the same requests cut to `--warmup` new tokens each: the first engine on a machine
-    JIT-compiles kernels (Triton's cache is per machine) for every batch size it meets and ran ~25% slower in
-    2026-12-01's GPU rounds, whichever side it was; after this, every timed engine finds them compiled."""
-    (work / "warmup.json").write_text(json.dumps([{**p, "max_tokens": min(p["max_tokens"], args.warmup)} for p in payloads]))
+def warm_up(args, work: Path, payloads: list[dict] | None) -> None:
+    """One untimed engine of each side over the same requests cut to `--warmup` new tokens each: the first engine of
+    a configuration on a machine compiles it (vLLM's torch.compile cache, Triton's JIT cache: both per machine) and
+    its window ran 10-25% slower in every GPU session, whichever side it was. The build's engine is configured
+    apart from the direct one (its own seed, vLLM's stats on), so it gets its own warm-up: in 2026-12-03's 125M
+    rounds without it the first timed build started in 59-64 s against 36-37 s and generated at 0.86-0.90x."""
     started = time.perf_counter()
-    got = run_direct(args, work, "warmup.json")
-    print(f"warm-up: {got['output_tokens']:,} tokens in {got['window_s']:.1f} s ({time.perf_counter() - started:.0f} s with "
-          "the engine's start), not counted", flush=True)
+    if payloads is not None:
+        (work / "warmup.json").write_text(json.dumps([{**p, "max_tokens": min(p["max_tokens"], args.warmup)} for p in payloads]))
+        got = run_direct(args, work, "warmup.json")
+        print(f"warm-up, direct: {got['output_tokens']:,} tokens in {got['window_s']:.1f} s ({time.perf_counter() - started:.0f} s "
+              "with the engine's start), not counted", flush=True)
+    started = time.perf_counter()
+    short = argparse.Namespace(**{**vars(args), "max_tokens": min(args.max_tokens or args.warmup, args.warmup)})
+    got = run_build(short, work, "warmup")
+    print(f"warm-up, build: {got['output_tokens']:,} tokens in {got['window_s']:.1f} s ({time.perf_counter() - started:.0f} s "
+          "with the engine's start), not counted", flush=True)
 
 
 def run_direct(args, work: Path, requests: str = "requests.json") -> dict:
@@ -223,7 +231,7 @@ def cli(*command: str, cpu: bool) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "paraphrase_pipe.cli", *command], stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
 
 
-def run_build(args, work: Path, index: int, recipe: str = "recipe.yaml") -> dict:
+def run_build(args, work: Path, index: int | str, recipe: str = "recipe.yaml") -> dict:
     """One whole build in a fresh process; its manifest's engine window, start-up and wall clock."""
     out = work / f"out-{index}"
     started = time.perf_counter()
@@ -364,7 +372,7 @@ def main() -> None:
     parser.add_argument("--beside-semantic", metavar="MODEL", help="with --build-only: each round runs the build twice, "
                         "filters off and the semantic gate (this sentence-transformers model) on the GPU beside vLLM, in "
                         "alternated order: does filtering slow generation or the build?")
-    parser.add_argument("--warmup", type=int, default=0, metavar="TOKENS", help="first run one untimed engine over "
+    parser.add_argument("--warmup", type=int, default=0, metavar="TOKENS", help="first run one untimed engine of each side over "
                         "the same requests with this many new tokens each (compiles the kernels every timed engine uses)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -379,7 +387,7 @@ def main() -> None:
     try:
         if args.plan_against:
             return plan_against(args, work)
-        payloads = build_requests(args, work) if not args.build_only or args.warmup else None
+        payloads = build_requests(args, work) if not args.build_only else None
         if args.warmup:
             warm_up(args, work, payloads)
         if args.plan:
