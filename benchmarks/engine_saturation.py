@@ -309,8 +309,8 @@ def main() -> None:
         # warm-up, untimed: every request with a few new tokens passes the batch sizes the rounds meet, so the kernels
         # the first round would compile (Triton's cache is per machine; round 1 ran ~15% slower without it) are built
         asyncio.run(send_all(args.endpoint, [{**p, "max_tokens": min(p["max_tokens"], 16)} for p in payloads], args.concurrency))
-        if args.engine == "vllm-serve":  # the build's own server is a fresh engine every round: its first one, untimed,
-            # compiles what the rest load (2026-12-03: the first timed --serve build ran at 0.86x, the second at 0.98x)
+        if args.engine == "vllm-serve":  # the build's own server is a fresh engine every round, and the first one ran
+            # slower (2026-12-03: 0.86x, the second 0.98x; unprofiled): one untimed build first, so no timed one is the first
             run_pipeline(argparse.Namespace(**{**vars(args), "max_tokens": 16}), work, "warmup", args.endpoint)
         in_flight = args.concurrency
         for index in range(args.repeat):

@@ -171,11 +171,12 @@ def direct_side(args) -> None:
 
 
 def warm_up(args, work: Path, payloads: list[dict] | None) -> None:
-    """One untimed engine of each side over the same requests cut to `--warmup` new tokens each: the first engine of
-    a configuration on a machine compiles it (vLLM's torch.compile cache, Triton's JIT cache: both per machine) and
-    its window ran 10-25% slower in every GPU session, whichever side it was. The build's engine is configured
-    apart from the direct one (its own seed, vLLM's stats on), so it gets its own warm-up: in 2026-12-03's 125M
-    rounds without it the first timed build started in 59-64 s against 36-37 s and generated at 0.86-0.90x."""
+    """One untimed engine of each side over the same requests cut to `--warmup` new tokens each. The first engine of
+    a configuration on a machine fills vLLM's torch.compile cache and Triton's JIT cache (both per machine), and its
+    window ran 10-25% slower in every GPU session, whichever side it was. The build's engine is configured apart
+    from the direct one (its own seed, vLLM's stats on), so the direct warm-up may not cover it. In 2026-12-03's
+    125M rounds without a build warm-up, the first timed build started in 59-64 s against 36-37 s and generated at
+    0.86-0.90x. Why is not profiled; with both warm-ups no timed engine is the first of its kind."""
     started = time.perf_counter()
     if payloads is not None:
         (work / "warmup.json").write_text(json.dumps([{**p, "max_tokens": min(p["max_tokens"], args.warmup)} for p in payloads]))
