@@ -173,10 +173,10 @@ def direct_side(args) -> None:
 def warm_up(args, work: Path, payloads: list[dict] | None) -> None:
     """One untimed engine of each side over the same requests cut to `--warmup` new tokens each. The first engine of
     a configuration on a machine fills vLLM's torch.compile cache and Triton's JIT cache (both per machine), and its
-    window ran 10-25% slower in every GPU session, whichever side it was. The build's engine is configured apart
-    from the direct one (its own seed, vLLM's stats on), so the direct warm-up may not cover it. In 2026-12-03's
-    125M rounds without a build warm-up, the first timed build started in 59-64 s against 36-37 s and generated at
-    0.86-0.90x. Why is not profiled; with both warm-ups no timed engine is the first of its kind."""
+    window ran 10-25% slower in every GPU session, whichever side it was. In 2026-12-03's 125M rounds, after the
+    direct warm-up alone, the first timed build still started in 59-64 s against 36-37 s and generated at
+    0.86-0.90x, though vLLM's compile hash leaves out what differs (the seed; the stats switch is not in it). Why is
+    not profiled; with a warm-up of each side no timed engine is the first of its kind."""
     started = time.perf_counter()
     if payloads is not None:
         (work / "warmup.json").write_text(json.dumps([{**p, "max_tokens": min(p["max_tokens"], args.warmup)} for p in payloads]))
