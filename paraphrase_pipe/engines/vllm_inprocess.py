@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from paraphrase_pipe.engines import EngineError
 from paraphrase_pipe.engines.engine_log import OOM, start_failure, tee_output
 from paraphrase_pipe.engines.llm import Completion, GenerationOptions, InFlight, LLMEngine, OnDone, Request
@@ -27,7 +29,8 @@ from paraphrase_pipe.engines.vllm_args import ActorPoolHints, VLLMEngineArgs
 
 
 class VLLMOptions(GenerationOptions, VLLMEngineArgs, ActorPoolHints):
-    pass
+    metrics_every_s: float = Field(1.0, gt=0, description="seconds between samples of vLLM's own scheduler figures "
+                                   "(steady rate, batch run, KV use): finer for a short `plan` sample")
 
 
 class VLLMEngine(LLMEngine):
@@ -68,7 +71,7 @@ class VLLMEngine(LLMEngine):
         self._in_flight.full_at = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         self._unfinished = InFlight()  # vLLM's own count of unfinished requests, read by the stepper at every step
         self._unfinished.full_at = self._in_flight.full_at
-        self._watch = SchedulerWatch(self.llm.llm_engine) if not kwargs["disable_log_stats"] else None
+        self._watch = SchedulerWatch(self.llm.llm_engine, o.metrics_every_s) if not kwargs["disable_log_stats"] else None
         cache = self.llm.llm_engine.vllm_config.cache_config  # filled in from the engine core's profile run
         self._kv_cache_tokens = (cache.num_gpu_blocks or 0) * cache.block_size or None
         self._inbox: queue.Queue[_Batch] = queue.Queue()
@@ -187,7 +190,7 @@ class SchedulerWatch:
 
     NAMES = {"vllm:generation_tokens": "tokens", "vllm:num_requests_running": "running",
              "vllm:num_requests_waiting": "waiting", "vllm:kv_cache_usage_perc": "kv"}
-    TRACE_ROWS = 3600  # samples kept for `trace`: the first hour, far longer than a `plan` sample
+    TRACE_ROWS = 3600  # samples kept for `trace`: the first hour at one a second, far longer than a `plan` sample
 
     def __init__(self, engine, every_s: float = 1.0):
         self.engine, self.every_s = engine, every_s

@@ -60,13 +60,14 @@ def test_ray_actor_pool_reproduces_the_local_rows(inprocess_build, tiny_llm_dir,
 def test_feeder_keeps_the_engine_full_and_bounded_whatever_the_task_size(inprocess_build, tiny_llm_dir, recipe, tmp_path):
     """Tasks of 8 documents (~32 chunks) and a batch of 2: the feeder keeps 2 x max_num_seqs handed in — never a
     whole task more — cutting calls inside tasks and putting the answers back together per task; vLLM's own
-    unfinished-request counter shows a full batch, and the rows are those of the reference build (one call). A
-    batch of 2 also makes the window several of vLLM's one-second samples long, so that its steady rate exists."""
+    unfinished-request counter shows a full batch, and the rows are those of the reference build (one call). vLLM's
+    figures are sampled every 0.2 s, so that a window of a few seconds (3.1 s on a CI machine) holds enough samples
+    for its steady rate to exist."""
     out = tmp_path / "fed"
     big_tasks = tmp_path / "big-tasks.yaml"
     big_tasks.write_text(recipe.read_text() + "docs_per_task: 8\n")
-    build_cmd(out, tiny_llm_dir, big_tasks, "--engine", "vllm", *VLLM_CPU, "-E", "max_num_seqs=2", "--workers", "2",
-              env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    build_cmd(out, tiny_llm_dir, big_tasks, "--engine", "vllm", *VLLM_CPU, "-E", "max_num_seqs=2",
+              "-E", "metrics_every_s=0.2", "--workers", "2", env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
     assert comparable(out) == comparable(inprocess_build)
     window = json.loads((out / "manifest.json").read_text())["runs"][-1]["engine_window"]
     assert window["target_in_flight"] == 4 and window["full_at"] == 2
