@@ -190,11 +190,12 @@ class SchedulerWatch:
 
     NAMES = {"vllm:generation_tokens": "tokens", "vllm:num_requests_running": "running",
              "vllm:num_requests_waiting": "waiting", "vllm:kv_cache_usage_perc": "kv"}
-    TRACE_ROWS = 3600  # samples kept for `trace`: the first hour at one a second, far longer than a `plan` sample
+    TRACE_S = 3600  # the seconds of samples kept for `trace`: the first hour, far longer than a `plan` sample
 
-    def __init__(self, engine, every_s: float = 1.0):
+    def __init__(self, engine, every_s: float):
         self.engine, self.every_s = engine, every_s
-        self.rows: list[list[float]] = []  # [t, output tokens so far, running, waiting, KV use], the first TRACE_ROWS
+        self.trace_rows = round(self.TRACE_S / every_s)  # the first hour, whatever the sampling (`metrics_every_s`)
+        self.rows: list[list[float]] = []  # [t, output tokens so far, running, waiting, KV use], the first trace_rows
         self.steady = SteadyRate()
         self.max_running, self.kv_peak = 0.0, 0.0
         self._next = 0.0
@@ -213,7 +214,7 @@ class SchedulerWatch:
     def add(self, row: list[float]) -> None:
         self.steady.add(row)
         self.max_running, self.kv_peak = max(self.max_running, row[2]), max(self.kv_peak, row[4])
-        if len(self.rows) < self.TRACE_ROWS:
+        if len(self.rows) < self.trace_rows:
             self.rows.append(row)
 
     def stats(self) -> dict[str, Any]:
@@ -222,7 +223,7 @@ class SchedulerWatch:
                 "max_running": int(self.max_running), "kv_cache_peak": round(self.kv_peak, 3)}
 
     def trace(self) -> list[list[float]]:
-        """The first TRACE_ROWS samples as [seconds since the first, output tokens so far, running, waiting, KV use]:
+        """The first trace_rows samples as [seconds since the first, output tokens so far, running, waiting, KV use]:
         what a short run's steady rate rests on (`plan` keeps it)."""
         start = self.rows[0][0] if self.rows else 0.0
         return [[round(t - start, 2), tokens, running, waiting, round(kv, 4)] for t, tokens, running, waiting, kv in self.rows]

@@ -91,13 +91,14 @@ def test_steady_intervals_start_once_the_engine_first_ran_its_full_batch():
 
 def test_scheduler_watch_keeps_its_figures_as_samples_arrive_and_a_bounded_trace():
     """A days-long build samples vLLM every second: the watch's figures are those of the whole run (the same rule as
-    `waiting_intervals` over every sample), while it keeps only the first TRACE_ROWS samples for `trace`."""
+    `waiting_intervals` over every sample), while it keeps only the first trace_rows samples for `trace`."""
     from paraphrase_pipe.engines.vllm_inprocess import SchedulerWatch, waiting_intervals
 
     rows = [[0.0, 0.0, 3.0, 5.0, 0.1]] + [[float(i), 100.0 * i, 8.0 - (i % 3 == 0), 5.0 * (i % 7 != 0), 0.2 + (i == 900) * 0.5]
                                         for i in range(1, 5000)]
-    watch = SchedulerWatch(engine=None)
-    watch.TRACE_ROWS = 1000
+    watch = SchedulerWatch(engine=None, every_s=1.0)
+    assert watch.trace_rows == SchedulerWatch.TRACE_S  # an hour of one-second samples
+    watch.trace_rows = 1000
     for row in rows:
         watch.add(row)
     pairs = waiting_intervals(rows)
