@@ -9,12 +9,15 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import MAX_MODEL_LEN, MAX_TOKENS, REPO, VLLM_CPU, build_cmd, rows
 
 DOCS = 48
 MAX_NUM_SEQS = 2
 
 
+@pytest.mark.usefixtures("vllm_server")  # booted and idle: its boot shares these cores and timed the plan's sample 2x slow
 def test_plan_projects_the_real_build(tiny_llm_dir, tmp_path):
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     common = ["--chunk", "256", "--tokenizer", "builtin:gpt2", "--limit", str(DOCS), "--model", str(tiny_llm_dir),
