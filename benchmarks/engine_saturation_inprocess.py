@@ -367,6 +367,9 @@ def main() -> None:
     parser.add_argument("--plan-against", type=Path, metavar="JSON", help="run only `plan` and compare it with the build "
                         "in this earlier --build-only JSON of the same options (a build and its plan in two device calls)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--first-round", type=int, default=1, help="number of the first round (its order: odd rounds "
+                        "run the direct side first, even ones the build): a device call too short for two rounds runs "
+                        "the second alone with --rounds 1 --first-round 2")
     parser.add_argument("--direct", choices=("generate", "async"), default="generate", help="how the direct side drives "
                         "vLLM: LLM.generate, or AsyncLLM with one task per request (vllm bench throughput --async-engine)")
     parser.add_argument("--build-only", action="store_true", help="per-GPU throughput of the build alone (no direct side)")
@@ -393,7 +396,7 @@ def main() -> None:
             warm_up(args, work, payloads)
         if args.plan:
             planned = run_plan(args, work)
-        for index in range(args.rounds):
+        for index in range(args.first_round - 1, args.first_round - 1 + args.rounds):
             order = ("direct", "build") if index % 2 == 0 else ("build", "direct")
             if args.build_only:
                 order = ("build", "semantic")[::1 if index % 2 == 0 else -1] if args.beside_semantic else ("build",)

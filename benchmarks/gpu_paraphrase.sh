@@ -87,7 +87,7 @@ for section in "$@"; do
     inproc-125m)  # build --engine vllm vs LLM.generate at ~1,000 requests/s (125M shape, chunk 128, 64 new tokens): the driver's hardest case
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${INPROC_TIMEOUT:-480}" python3 benchmarks/engine_saturation_inprocess.py --shape 125m --dummy \
         --model-tokenizer-dir .gpu2/tok --chunk 128 --max-tokens 64 --max-model-len 1024 --max-num-seqs 1024 --corpus-docs "${DOCS:-1200}" \
-        --docs 0 --docs-per-task 0 --workers 14 --rounds 2 --warmup 16 --direct "${DIRECT:-generate}" --json "$OUT/inproc-125m${DIRECT:+-$DIRECT}.json" ;;
+        --docs 0 --docs-per-task 0 --workers 14 --rounds "${ROUNDS:-2}" --first-round "${FIRST_ROUND:-1}" --warmup 16 --direct "${DIRECT:-generate}" --json "$OUT/inproc-125m${DIRECT:+-$DIRECT}.json" ;;
     inproc-1.7b-2048|inproc-8b-2048)
       shape=${section#inproc-}; shape=${shape%-2048}
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout 420 python3 benchmarks/engine_saturation_inprocess.py --shape "$shape" --dummy \
