@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", default=[256, 768], help="batches of the batch sweep")
     parser.add_argument("--batch-context", type=int, default=2304)
     parser.add_argument("--new", type=int, default=192, help="decode steps timed per point")
+    parser.add_argument("--attention-backend", help="vLLM's attention_backend (e.g. TRITON_ATTN, FLEX_ATTENTION; "
+                        "default: vLLM's choice, FLASH_ATTN on an H200): does another decode kernel read the KV faster?")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -50,7 +52,8 @@ def main() -> None:
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
     longest = max([WARMUP_CONTEXT, *args.contexts, args.batch_context]) + args.new + 8
     llm = LLM(model=str(model), load_format="dummy", dtype="bfloat16", kv_cache_dtype=args.kv, enable_prefix_caching=False,
-              max_model_len=longest, max_num_seqs=max([args.seqs, *args.batches]), seed=0)
+              max_model_len=longest, max_num_seqs=max([args.seqs, *args.batches]), seed=0,
+              **({"attention_backend": args.attention_backend} if args.attention_backend else {}))
     kv_bytes = layers * kv_heads * (hidden // heads) * 2 * (1 if "fp8" in args.kv else 2)  # K and V, per token
     attention = 2 * hidden * hidden + 2 * hidden * (hidden // heads) * kv_heads  # q, o; k, v
     weight_bytes = 2 * (layers * (attention + 3 * hidden * inter) + vocab * hidden)  # + the LM head (embeddings: gathered rows)
@@ -78,7 +81,7 @@ def main() -> None:
     rows = [point(args.seqs, c) for c in args.contexts] + [point(b, args.batch_context) for b in args.batches]
     print(f"weights {weight_bytes / 1e9:.1f} GB, KV {kv_bytes / 1024:.0f} KiB per token ({args.kv})")
     if args.json:
-        args.json.write_text(json.dumps({"shape": args.shape, "kv_cache_dtype": args.kv, "kv_bytes_per_token": kv_bytes,
+        args.json.write_text(json.dumps({"shape": args.shape, "kv_cache_dtype": args.kv, "attention_backend": args.attention_backend, "kv_bytes_per_token": kv_bytes,
                                          "weight_bytes": weight_bytes, "new_tokens": args.new, "points": rows}, indent=2))
 
 

@@ -29,7 +29,8 @@
 #                        batches, so the tail is a small part); KV=fp8 adds kv_cache_dtype=fp8, VLLM_ARGS="K=V ..." any
 #                        other engine argument (max_num_batched_tokens, enable_prefix_caching)
 #   decode-sweep         decode step time vs context (128/1024/2304 at 512 seqs) and batch (256/768 at 2304), 1.7b-gqa,
-#                        fp8 KV: how much of the HBM bandwidth a chunk-2048 decode step reaches (benchmarks/decode_context_sweep.py)
+#                        fp8 KV: how much of the HBM bandwidth a chunk-2048 decode step reaches (benchmarks/decode_context_sweep.py);
+#                        ATTN=TRITON_ATTN (or FLEX_ATTENTION) runs it on another attention backend than vLLM's choice
 #   beside-1.7b          the in-process build, 1.7B shape, chunk 512,
 #                        twice per round in alternated order: filters off, and the semantic gate on the GPU in the 12 CPU
 #                        workers beside vLLM (gpu_memory_utilization 0.9 leaves ~14 GB for their CUDA contexts)
@@ -113,7 +114,7 @@ for section in "$@"; do
     decode-sweep)  # where decode time goes at chunk 2048: step time vs context and batch (1.7b-gqa, fp8 KV)
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${SWEEP_TIMEOUT:-330}" python3 benchmarks/decode_context_sweep.py --shape 1.7b-gqa \
         --model-tokenizer-dir .gpu2/tok --kv fp8 --seqs 512 --contexts 128 1024 2304 --batches 256 768 --batch-context 2304 \
-        --json "$OUT/decode-sweep.json" 2>&1 | grep -v "^(EngineCore\|^INFO\|^WARNING" ;;
+        ${ATTN:+--attention-backend "$ATTN"} --json "$OUT/decode-sweep${ATTN:+-$ATTN}.json" 2>&1 | grep -v "^(EngineCore\|^INFO\|^WARNING" ;;
     beside-1.7b)
       minilm || continue
       vllm_site && PYTHONPATH=/tmp/site:$PWD timeout "${BESIDE_TIMEOUT:-480}" python3 benchmarks/engine_saturation_inprocess.py --shape 1.7b \
